@@ -1,0 +1,367 @@
+"""The `reelbot` command: a headless face on the same core the Discord bot uses."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bot.engine.states import JobState
+from bot.intake import RawElement, RawRequest, build_request, parse_shot
+from bot.money import fmt_usd, usd_str
+from bot.providers import available as available_providers
+from bot.request import ASPECT_RATIOS, SHOT_TYPES, TIERS, GenerationRequest, InvalidRequest
+from bot.services import App, open_app
+from bot.settings import Settings, SettingsError, load_settings
+from bot.store.jobs import Job
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+PREVIEW_NOTE = "preview render from the local renderer — not AI-generated"
+log = logging.getLogger("reelbot")
+
+
+class UsageError(Exception):
+    """Bad command-line input; exit 2 with the message."""
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+
+
+def _request_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", help="what happens; refer to images as 'Figure 1', '@Image1' or 'image 1'")
+    parser.add_argument("--image", action="append", default=[], metavar="PATH|URL", help="reference image (0–7)")
+    parser.add_argument("--sample", action="store_true", help="add reelbot's bundled sample images as references")
+    parser.add_argument("--video", metavar="PATH|URL", help="reference video (MP4/MOV, 3–10 s)")
+    parser.add_argument("--aspect-ratio", choices=ASPECT_RATIOS)
+    parser.add_argument("--duration", type=int, metavar="N", help="seconds, 3–15 (default 5)")
+    parser.add_argument("--sound", action=argparse.BooleanOptionalAction, help="generate audio")
+    parser.add_argument(
+        "--keep-original-sound", action=argparse.BooleanOptionalAction, help="keep the reference video's audio"
+    )
+    parser.add_argument("--tier", choices=TIERS)
+    parser.add_argument("--shot-type", choices=SHOT_TYPES)
+    parser.add_argument(
+        "--multi-prompt", action="append", default=[], metavar="N:TEXT", help="a shot of N seconds (repeat, ≤ 6)"
+    )
+    parser.add_argument(
+        "--element",
+        action="append",
+        default=[],
+        metavar="FRONT[,REF...]|id:ID",
+        help="a subject: a frontal image and 1–3 more views, or a provider element id",
+    )
+    parser.add_argument("--start-frame", metavar="PATH|URL")
+    parser.add_argument("--end-frame", metavar="PATH|URL")
+    parser.add_argument("--provider", choices=available_providers(), help="default: REELBOT_PROVIDER")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reelbot", description="Kling O3 reference-to-video, for Discord and headless."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser("generate", help="generate a clip and wait for it")
+    _request_flags(generate)
+    generate.add_argument("--out", type=Path, help="where to write the clip (default ./reelbot-<job>.mp4)")
+    generate.add_argument("--user", default="local", help="whose quota pays (default: local)")
+    generate.add_argument("--guild", help="the guild the user belongs to")
+
+    price = commands.add_parser("price", help="what a request would cost")
+    _request_flags(price)
+
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    jobs = commands.add_parser("jobs", help="list or show jobs")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    listing = jobs_commands.add_parser("list", help="recent jobs")
+    listing.add_argument("--user")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true")
+    show = jobs_commands.add_parser("show", help="one job")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true")
+    return parser
+
+
+# --- turning flags into a request ----------------------------------------------------------------
+
+
+def sample_images() -> list[Path]:
+    folder = resources.files("bot") / "samples"
+    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith((".jpg", ".png")))
+
+
+def raw_request(args: argparse.Namespace) -> RawRequest:
+    images: list[Any] = list(args.image)
+    if args.sample:
+        images += sample_images()
+    shots = None
+    if args.multi_prompt:
+        try:
+            shots = [parse_shot(text) for text in args.multi_prompt]
+        except ValueError as exc:
+            raise UsageError(f"--multi-prompt: {exc}") from None
+    elements = []
+    for text in args.element:
+        if text.startswith("id:"):
+            elements.append(RawElement(element_id=text[3:]))
+        else:
+            front, *refs = [part for part in text.split(",") if part]
+            elements.append(RawElement(frontal=front, references=refs))
+    return RawRequest(
+        prompt=args.prompt,
+        images=images,
+        video=args.video,
+        aspect_ratio=args.aspect_ratio,
+        duration=args.duration,
+        sound=args.sound,
+        keep_original_sound=args.keep_original_sound,
+        tier=args.tier,
+        shot_type=args.shot_type,
+        multi_prompt=shots,
+        elements=elements,
+        start_frame=args.start_frame,
+        end_frame=args.end_frame,
+    )
+
+
+async def checked_request(app: App, args: argparse.Namespace, provider_name: str) -> GenerationRequest:
+    request = await build_request(raw_request(args), app.media, app.http)
+    refused = app.provider(provider_name).check(request)
+    if refused:
+        raise InvalidRequest(refused)
+    return request
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    error = {"code": job.error_code, "message": job.error_message} if job.error_code else None
+    return {
+        "job_id": job.id,
+        "state": job.state.value,
+        "provider": job.provider,
+        "cost_usd": usd_str(job.cost_micros),
+        "price_is_estimate": job.price_is_estimate,
+        "output": job.output_path,
+        "error": error,
+        "user_id": job.user_id,
+        "guild_id": job.guild_id,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "preview": job.provider == "local",
+    }
+
+
+def emit(data: dict[str, Any]) -> None:
+    print(json.dumps(data, indent=None, sort_keys=False))
+
+
+class TerminalDelivery:
+    """The CLI's delivery: copies the clip to --out and shows progress on a terminal (quiet under --json)."""
+
+    size_limit: int | None = None
+
+    def __init__(self, out: Path | None, *, show_progress: bool) -> None:
+        self.out = out
+        self.show_progress = show_progress
+        self.started = time.monotonic()
+        self._last_line = ""
+
+    async def progress(self, job: Job) -> None:
+        if not self.show_progress:
+            return
+        parts = [f"{job.state.value:<12}", f"{time.monotonic() - self.started:6.1f} s"]
+        if job.progress is not None:
+            parts.append(f"{job.progress:4.0%}")
+        if job.queue_position is not None:
+            parts.append(f"queue #{job.queue_position}")
+        line = "  ".join(parts)
+        if line != self._last_line:
+            sys.stderr.write(f"\r{line:<60}")
+            sys.stderr.flush()
+            self._last_line = line
+
+    async def deliver(self, job: Job, clip: Path) -> str:
+        out = self.out or Path(f"reelbot-{job.id}.mp4")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".part")
+        await asyncio.to_thread(shutil.copyfile, clip, partial)
+        os.replace(partial, out)
+        self.out = out
+        return str(out.resolve())
+
+    async def failure(self, job: Job) -> None:
+        pass  # the command reports the outcome itself
+
+    def finish(self) -> None:
+        if self.show_progress and self._last_line:
+            sys.stderr.write("\n")
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    provider_name = args.provider or settings.provider
+    async with open_app(settings) as app:
+        request = await checked_request(app, args, provider_name)
+        provider = app.provider(provider_name)
+        quote = provider.quote(request)
+        job = await app.jobs.create(
+            request=request,
+            provider=provider_name,
+            user_id=str(args.user),
+            guild_id=args.guild,
+            cost_micros=quote.micros,
+            price_is_estimate=quote.estimate,
+        )
+        delivery = TerminalDelivery(args.out, show_progress=not args.json and sys.stderr.isatty())
+        if not args.json:
+            print(f"job {job.id} accepted — {provider.display_name}, {fmt_usd(quote.micros)}", file=sys.stderr)
+        try:
+            final = await app.runner.drive(job.id, delivery)
+        finally:
+            delivery.finish()
+        summary = job_summary(final)
+        if final.state is JobState.DONE:
+            summary["output"] = str(delivery.out.resolve()) if delivery.out else final.output_path
+        if args.json:
+            emit(summary)
+        else:
+            _print_outcome(final, summary, provider.is_preview)
+        return EXIT_OK if final.state is JobState.DONE else EXIT_FAILED
+
+
+def _print_outcome(job: Job, summary: dict[str, Any], preview: bool) -> None:
+    print(f"job     {job.id}")
+    print(f"state   {job.state.value}")
+    print(f"cost    {fmt_usd(job.cost_micros)}{' (estimate)' if job.price_is_estimate else ''}")
+    if job.state is JobState.DONE:
+        print(f"output  {summary['output']}")
+        if preview:
+            print(f"note    {PREVIEW_NOTE}")
+    else:
+        print(f"error   {job.error_code}: {job.error_message}", file=sys.stderr)
+
+
+async def cmd_price(args: argparse.Namespace, settings: Settings) -> int:
+    provider_name = args.provider or settings.provider
+    async with open_app(settings) as app:
+        request = await checked_request(app, args, provider_name)
+        quote = app.provider(provider_name).quote(request)
+    if args.json:
+        emit(
+            {
+                "provider": provider_name,
+                "cost_usd": usd_str(quote.micros),
+                "per_second_usd": usd_str(quote.per_second),
+                "basis": quote.basis,
+                "estimate": quote.estimate,
+            }
+        )
+    else:
+        note = " (estimate: this provider does not publish this price)" if quote.estimate else ""
+        print(f"{fmt_usd(quote.micros)} — {provider_name}, {quote.basis}, {fmt_usd(quote.per_second)}/s{note}")
+    return EXIT_OK
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.store.db import connect
+    from bot.store.migrate import current_version, migrate
+
+    db = await connect(settings.db_path)
+    try:
+        applied = await migrate(db)
+        version = await current_version(db)
+    finally:
+        await db.close()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"database {settings.db_path} is at version {version}")
+    return EXIT_OK
+
+
+async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_app(settings) as app:
+        if args.jobs_command == "show":
+            job = await app.jobs.get(args.job_id)
+            if job is None:
+                raise UsageError(f"no job with id {args.job_id!r}")
+            summary = job_summary(job)
+            summary["request"] = json.loads(job.request_json)
+            summary["events"] = [
+                {"at": at, "from": source, "to": target, "detail": detail}
+                for at, source, target, detail in await app.jobs.events(job.id)
+            ]
+            if args.json:
+                emit(summary)
+            else:
+                for key in ("job_id", "state", "provider", "cost_usd", "output", "error", "created_at"):
+                    print(f"{key:<11} {summary[key]}")
+                for event in summary["events"]:
+                    print(f"  {event['at']}  {event['from'] or '-'} -> {event['to']}  {event['detail'] or ''}")
+            return EXIT_OK
+        listed = await app.jobs.list_recent(user_id=args.user, limit=args.limit)
+        if args.json:
+            emit({"jobs": [job_summary(job) for job in listed]})
+        else:
+            for job in listed:
+                cost = fmt_usd(job.cost_micros)
+                print(f"{job.id}  {job.state.value:<12} {cost:>8}  {job.provider:<10} {job.created_at}")
+        return EXIT_OK
+
+
+COMMANDS = {"generate": cmd_generate, "price": cmd_price, "migrate": cmd_migrate, "jobs": cmd_jobs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("REELBOT_LOG_LEVEL", "WARNING").upper(),
+        format="[{asctime}] [{levelname:<7}] {name}: {message}",
+        style="{",
+    )
+    wants_json = getattr(args, "json", False)
+    try:
+        settings = load_settings()
+        return asyncio.run(COMMANDS[args.command](args, settings))
+    except InvalidRequest as exc:
+        if wants_json:
+            emit(_rejection("INVALID_INPUT", str(exc), [str(v) for v in exc.violations]))
+        else:
+            print("invalid request:", file=sys.stderr)
+            for violation in exc.violations:
+                print(f"  - {violation}", file=sys.stderr)
+        return EXIT_INVALID
+    except (SettingsError, UsageError) as exc:
+        if wants_json:
+            emit(_rejection("INVALID_INPUT", str(exc), [str(exc)]))
+        else:
+            print(f"reelbot: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        print("interrupted — unfinished jobs resume with `reelbot worker`", file=sys.stderr)
+        return 130
+
+
+def _rejection(code: str, message: str, problems: list[str]) -> dict[str, Any]:
+    return {
+        "job_id": None,
+        "state": "rejected",
+        "provider": None,
+        "cost_usd": "0.00",
+        "output": None,
+        "error": {"code": code, "message": message, "problems": problems},
+    }

@@ -1,0 +1,111 @@
+"""All configuration, read once from the environment and an optional `.env` file.
+
+Each field's validation alias is the environment variable itself, so an error names exactly what to fix.
+Secrets are `SecretStr`: they print as '**********' in logs, errors and reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+HOSTED_PROVIDERS = ("wavespeed", "atlascloud", "runcomfy", "evolink", "fal", "kling")
+PROVIDERS = ("local", *HOSTED_PROVIDERS)
+
+# The credential variables each hosted provider needs before it can be used.
+REQUIRED_SECRETS: dict[str, tuple[str, ...]] = {
+    "wavespeed": ("WAVESPEED_API_KEY",),
+    "atlascloud": ("ATLASCLOUD_API_KEY",),
+    "runcomfy": ("RUNCOMFY_API_KEY",),
+    "evolink": ("EVOLINK_API_KEY",),
+    "fal": ("FAL_KEY",),
+    "kling": ("KLING_ACCESS_KEY", "KLING_SECRET_KEY"),
+}
+
+
+def _env(name: str, *more: str) -> Any:
+    return AliasChoices(name, *more) if more else name
+
+
+class SettingsError(Exception):
+    """A wrong or missing setting; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=False
+    )
+
+    # Core
+    db_path: Path = Field(Path("reelbot.db"), validation_alias="REELBOT_DB")
+    data_dir: Path = Field(Path("reelbot-data"), validation_alias="REELBOT_DATA_DIR")
+    provider: str = Field("local", validation_alias="REELBOT_PROVIDER")
+    log_level: str = Field("INFO", validation_alias="REELBOT_LOG_LEVEL")
+
+    # Job engine
+    poll_first_s: float = Field(10.0, gt=0, validation_alias="REELBOT_POLL_FIRST_S")
+    poll_max_s: float = Field(30.0, gt=0, validation_alias="REELBOT_POLL_MAX_S")
+    job_deadline_s: float = Field(1800.0, gt=0, validation_alias="REELBOT_JOB_DEADLINE_S")
+    max_output_bytes: int = Field(500 * 1024 * 1024, gt=0, validation_alias="REELBOT_MAX_OUTPUT_BYTES")
+    webhook_url: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_URL")
+
+    # Discord
+    discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+
+    # Hosted providers: credentials and base URLs (a base URL points an adapter at a proxy or a test server)
+    wavespeed_api_key: SecretStr | None = Field(None, validation_alias="WAVESPEED_API_KEY")
+    wavespeed_base_url: str = Field("https://api.wavespeed.ai", validation_alias="WAVESPEED_BASE_URL")
+    atlascloud_api_key: SecretStr | None = Field(None, validation_alias="ATLASCLOUD_API_KEY")
+    atlascloud_base_url: str = Field("https://api.atlascloud.ai", validation_alias="ATLASCLOUD_BASE_URL")
+    runcomfy_api_key: SecretStr | None = Field(None, validation_alias="RUNCOMFY_API_KEY")
+    runcomfy_base_url: str = Field("https://model-api.runcomfy.net", validation_alias="RUNCOMFY_BASE_URL")
+    evolink_api_key: SecretStr | None = Field(None, validation_alias="EVOLINK_API_KEY")
+    evolink_base_url: str = Field("https://api.evolink.ai", validation_alias="EVOLINK_BASE_URL")
+    fal_key: SecretStr | None = Field(None, validation_alias=_env("FAL_KEY", "FAL_API_KEY"))
+    fal_base_url: str = Field("https://queue.fal.run", validation_alias="FAL_BASE_URL")
+    kling_access_key: SecretStr | None = Field(None, validation_alias="KLING_ACCESS_KEY")
+    kling_secret_key: SecretStr | None = Field(None, validation_alias="KLING_SECRET_KEY")
+    kling_base_url: str = Field("https://api-singapore.klingai.com", validation_alias="KLING_BASE_URL")
+
+    @model_validator(mode="after")
+    def _known_provider(self) -> Settings:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"REELBOT_PROVIDER={self.provider!r} is not one of {', '.join(PROVIDERS)}")
+        missing = self.missing_credentials(self.provider)
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} must be set because REELBOT_PROVIDER={self.provider}")
+        return self
+
+    def secret(self, env_name: str) -> SecretStr | None:
+        """The secret behind an environment variable name, e.g. secret("FAL_KEY")."""
+        return getattr(self, env_name.lower())
+
+    def missing_credentials(self, provider: str) -> list[str]:
+        return [name for name in REQUIRED_SECRETS.get(provider, ()) if not self.secret(name)]
+
+    def require_provider(self, provider: str) -> None:
+        """Fail with one line when `provider` cannot be used with these settings."""
+        if provider not in PROVIDERS:
+            raise SettingsError(f"unknown provider {provider!r}: choose one of {', '.join(PROVIDERS)}")
+        missing = self.missing_credentials(provider)
+        if missing:
+            raise SettingsError(f"{' and '.join(missing)} must be set to use the {provider} provider")
+
+    def base_url(self, provider: str) -> str:
+        return str(getattr(self, f"{provider}_base_url")).rstrip("/")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings; a bad or missing value raises SettingsError with one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        message = first["msg"].removeprefix("Value error, ")
+        if name == "settings" or message.startswith(name):
+            raise SettingsError(message) from None
+        raise SettingsError(f"{name}: {message}") from None
