@@ -52,12 +52,20 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(500 * 1024 * 1024, gt=0, validation_alias="REELBOT_MAX_OUTPUT_BYTES")
     webhook_url: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_URL")
 
+    # Provider HTTP: reads are retried with backoff; a submit is sent once
+    http_timeout_s: float = Field(30.0, gt=0, validation_alias="REELBOT_HTTP_TIMEOUT_S")
+    http_submit_timeout_s: float = Field(60.0, gt=0, validation_alias="REELBOT_HTTP_SUBMIT_TIMEOUT_S")
+    http_retries: int = Field(5, ge=1, le=20, validation_alias="REELBOT_HTTP_RETRIES")
+    http_backoff_s: float = Field(0.5, gt=0, validation_alias="REELBOT_HTTP_BACKOFF_S")
+    http_backoff_max_s: float = Field(10.0, gt=0, validation_alias="REELBOT_HTTP_BACKOFF_MAX_S")
+
     # Discord
     discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
 
     # Hosted providers: credentials and base URLs (a base URL points an adapter at a proxy or a test server)
     wavespeed_api_key: SecretStr | None = Field(None, validation_alias="WAVESPEED_API_KEY")
     wavespeed_base_url: str = Field("https://api.wavespeed.ai", validation_alias="WAVESPEED_BASE_URL")
+    wavespeed_webhook_secret: SecretStr | None = Field(None, validation_alias="WAVESPEED_WEBHOOK_SECRET")
     atlascloud_api_key: SecretStr | None = Field(None, validation_alias="ATLASCLOUD_API_KEY")
     atlascloud_base_url: str = Field("https://api.atlascloud.ai", validation_alias="ATLASCLOUD_BASE_URL")
     runcomfy_api_key: SecretStr | None = Field(None, validation_alias="RUNCOMFY_API_KEY")

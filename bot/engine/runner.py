@@ -6,6 +6,7 @@ found half-way after a restart. Each transition is committed before the next sid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Callable
@@ -102,6 +103,12 @@ class JobRunner:
         except ProviderError as error:
             if error.code is ErrorCode.SUBMIT_AMBIGUOUS:
                 await self._reconcile(moved, provider, error)
+            elif error.code.retryable and _age_s(job) + (error.retry_after or 0) < self.settings.job_deadline_s:
+                # refused for now (rate limit, 5xx): nothing was accepted, so it is safe to send again later
+                log.info("job %s: submit refused for now (%s); back in the queue", job.id, error.code)
+                await self.jobs.transition(job.id, JobState.QUEUED, expect=JobState.SUBMITTING, detail=error.code.value,
+                                           error_message=error.message)  # fmt: skip
+                await asyncio.sleep(max(error.retry_after or 0.0, self.settings.poll_first_s))
             else:  # the provider refused it: nothing was accepted, nothing is owed
                 await self._fail(moved, JobState.FAILED, error)
             return

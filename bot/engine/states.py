@@ -32,7 +32,10 @@ _S = JobState
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     _S.QUEUED: frozenset({_S.AWAITING_APPROVAL, _S.SUBMITTING, _S.FAILED, _S.CANCELLED, _S.UNKNOWN}),
     _S.AWAITING_APPROVAL: frozenset({_S.QUEUED, _S.FAILED, _S.CANCELLED}),
-    _S.SUBMITTING: frozenset({_S.SUBMITTED, _S.RUNNING, _S.DOWNLOADING, _S.FAILED, _S.CANCELLED, _S.UNKNOWN}),
+    # back to QUEUED only when the provider provably refused the submit (rate limit, 5xx): safe to send again
+    _S.SUBMITTING: frozenset(
+        {_S.QUEUED, _S.SUBMITTED, _S.RUNNING, _S.DOWNLOADING, _S.FAILED, _S.CANCELLED, _S.UNKNOWN}
+    ),
     _S.SUBMITTED: frozenset({_S.RUNNING, _S.DOWNLOADING, _S.FAILED, _S.CANCELLED, _S.UNKNOWN}),
     _S.RUNNING: frozenset({_S.DOWNLOADING, _S.FAILED, _S.CANCELLED, _S.UNKNOWN}),
     _S.DOWNLOADING: frozenset({_S.DELIVERING, _S.FAILED, _S.UNKNOWN}),

@@ -12,6 +12,7 @@ from bot.settings import PROVIDERS, Settings
 # name -> "module:Class"; imported lazily so one adapter's import cost is paid only when used
 ADAPTERS: dict[str, str] = {
     "local": "bot.providers.local:LocalProvider",
+    "wavespeed": "bot.providers.wavespeed:WaveSpeedProvider",
 }
 
 

@@ -156,6 +156,7 @@ class Capabilities:
     inline_base64: bool = False  # accepts images as base64 in the body
     webhook: Literal["none", "hmac", "ed25519", "token"] = "none"
     cancel: Literal["none", "queued", "any"] = "none"
+    reconcile: bool = False  # can find a task by our idempotency key after a lost submit reply
     default_concurrency: int | None = None
 
 
