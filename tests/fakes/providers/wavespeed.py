@@ -1,7 +1,8 @@
 """A loopback WaveSpeed API, written from WaveSpeed's documentation (PROVIDERS.md §3.1), not the adapter.
 
 Submit:  POST /api/v3/kwaivgi/kling-video-o3-{std,pro,4k}/reference-to-video   (Bearer auth, JSON body)
-         → {code: 200, message, data: {id, model, outputs: [], urls: {get}, has_nsfw_contents: [], status: "created", …}}
+         → {code: 200, message, data: {id, model, outputs: [], urls: {get}, has_nsfw_contents: [],
+            status: "created", …}}
 Poll:    GET /api/v3/predictions/{id}/result  (and GET /api/v3/predictions/{id})
 Upload:  POST /api/v3/media/upload/binary  multipart `file` → data.download_url
 Secret:  GET /api/v3/webhook/secret

@@ -70,7 +70,7 @@ async def test_parameters_wavespeed_cannot_take_are_refused_before_sending(ws) -
     refused = [str(v) for v in ws.provider.check(request)]
     assert "start_frame: WaveSpeed does not accept start or end frames" in refused
     assert "elements: WaveSpeed takes elements only on the pro tier" in refused
-    job, delivery = await ws.run(request)
+    job, _ = await ws.run(request)
     assert job.state is JobState.FAILED and job.error_code == "INVALID_INPUT"
     assert "WaveSpeed does not accept start or end frames" in (job.error_message or "")
     assert ws.fake.count("submit") == 0 and ws.fake.count("upload") == 0
