@@ -6,6 +6,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     REELBOT_DB=/data/reelbot.db \
     REELBOT_DATA_DIR=/data/media
 
+# DejaVu gives the preview renderer's captions their full character set (—, é, …)
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --create-home --uid 10001 reelbot && mkdir /data && chown reelbot /data
 
 WORKDIR /app

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from io import BytesIO
@@ -140,7 +141,8 @@ def sniff(data: bytes) -> str | None:
         return "webp"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "gif"
-    if data[:2] == b"BM" and len(data) >= 14:
+    # "BM" alone would also match text ("BMW…"); the header's reserved bytes are zero.
+    if data[:2] == b"BM" and data[6:10] == b"\x00\x00\x00\x00":
         return "bmp"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
@@ -160,6 +162,11 @@ def sniff(data: bytes) -> str | None:
 
 def _sniff_iso_media(data: bytes) -> str | None:
     """MP4 vs QuickTime, from the ISO-BMFF box layout rather than the extension."""
+    # The first box's 32-bit size starts with a zero byte (boxes up front are small, or
+    # the size is 0/1 for "to end of file"/"64-bit"); without that, "I'm free to…" in a
+    # text file would read as a "free" box.
+    if len(data) < 8 or data[0] != 0:
+        return None
     box_type = data[4:8]
     if box_type == b"ftyp":
         major_brand = data[8:12]
@@ -214,9 +221,12 @@ def _wrong_image_kind(kind: str | None) -> str:
 
 def _decode_image(name: str, data: bytes, kind: str) -> tuple[int, int]:
     """Open, check the header facts, then fully decode; returns (width, height)."""
+    # catch_warnings() swaps process-wide state, so a concurrent call in another thread
+    # could briefly see the default filter; safety does not depend on it, because our own
+    # (lower) pixel cap below rejects anything Pillow would only have warned about.
     with warnings.catch_warnings():
         # Pillow only *warns* between its own limit and twice that; make it an error
-        # so a bomb is never half-trusted.
+        # so a bomb is refused before the image is even handed back.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             with Image.open(BytesIO(data), formats=[_PILLOW_FORMATS[kind]]) as image:
@@ -231,8 +241,8 @@ def _decode_image(name: str, data: bytes, kind: str) -> tuple[int, int]:
                 image.load()
         except MediaError:
             raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise MediaError(name, _too_many_pixels_unknown()) from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise MediaError(name, _bomb_problem(exc)) from None
         except Exception:
             # Hostile or damaged files make decoders fail in many ways (OSError,
             # SyntaxError, zlib, struct errors…); to the user they are all the same thing.
@@ -250,8 +260,16 @@ def _check_image_pixels(name: str, width: int, height: int) -> None:
         )
 
 
-def _too_many_pixels_unknown() -> str:
-    return f"the image is too large to decode safely — at most {IMAGE_MAX_PIXELS // 1_000_000} megapixels"
+def _bomb_problem(exc: Exception) -> str:
+    """Describe an image Pillow refused before we could see its size ourselves."""
+    limit = f"images must be at most {IMAGE_MAX_PIXELS // 1_000_000} megapixels"
+    # Pillow's message is the only place the claimed size is available; if its wording
+    # ever changes we still say what is wrong, just without the number.
+    claimed = re.search(r"\((\d+) pixels\)", str(exc))
+    if claimed is None:
+        return f"the image is too large to decode safely — {limit}"
+    megapixels = int(claimed.group(1)) / 1e6
+    return f"{megapixels:.0f} megapixels is too large to decode safely — {limit}"
 
 
 def _check_image_sides(name: str, width: int, height: int) -> None:
@@ -306,7 +324,7 @@ def inspect_video(name: str, path: Path) -> VideoInfo:
     _check_video_codec(name, info)
     _check_video_duration(name, info.duration_s)
     _check_video_sides(name, info.width, info.height)
-    _check_first_frame_decodes(name, path)
+    _check_video_data(name, path, size)
     return info
 
 
@@ -326,7 +344,7 @@ def _probe(name: str, path: Path) -> VideoInfo:
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.video:
-                raise MediaError(name, "the file has no video track")
+                raise MediaError(name, "no video track found — the file may be truncated or corrupt")
             stream = container.streams.video[0]
             duration_s = _container_duration(container)
             if duration_s is None:
@@ -399,15 +417,33 @@ def _check_video_sides(name: str, width: int, height: int) -> None:
         )
 
 
-def _check_first_frame_decodes(name: str, path: Path) -> None:
-    """Headers can be intact over garbage data; one decoded frame proves the stream is real."""
+def _check_video_data(name: str, path: Path, size: int) -> None:
+    """Headers can be intact over missing or garbage data: check the sample index fits in
+    the file (an upload cut short after an up-front index still probes fine) and that the
+    first frame really decodes."""
+    if not _data_is_complete(path, size):
+        raise MediaError(name, "the video data is truncated or corrupt")
+
+
+def _data_is_complete(path: Path, size: int) -> bool:
     try:
         with av.open(str(path), mode="r") as container:
-            for _frame in container.decode(video=0):
-                return
+            if _index_end(container) > size:
+                return False
+            return any(True for _frame in container.decode(video=0))
     except (av.FFmpegError, OSError, ValueError):
-        pass
-    raise MediaError(name, "the video data is truncated or corrupt — no frame could be decoded")
+        return False
+
+
+def _index_end(container: av.container.InputContainer) -> int:
+    """The byte offset just past the last sample the container's index points at."""
+    end = 0
+    for stream in container.streams:
+        entries = stream.index_entries
+        if entries is not None and len(entries) > 0:
+            last = entries[len(entries) - 1]
+            end = max(end, last.pos + last.size)
+    return end
 
 
 def _ffmpeg_reason(exc: Exception) -> str:

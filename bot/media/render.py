@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import numpy as np
@@ -69,6 +70,7 @@ _AUDIO_FADE_S = 0.05
 _DIM = [value * 6 // 10 for value in range(256)] * 3
 
 _CAPTION_MAX_LINES = 3
+_T = TypeVar("_T")
 _FONT_FILE = "DejaVuSans.ttf"
 
 
@@ -83,9 +85,7 @@ class RenderSpec:
     keep_original_sound: bool  # keep the reference video's audio (when it has any)
 
 
-def render_preview(
-    spec: RenderSpec, out_path: Path, progress: Callable[[float], None] | None = None
-) -> None:
+def render_preview(spec: RenderSpec, out_path: Path, progress: Callable[[float], None] | None = None) -> None:
     """Render ``spec`` to an MP4 at ``out_path`` (H.264 + optional AAC), synchronously.
 
     ``progress`` is called with a fraction in 0..1 now and then; an exception raised by it
@@ -98,15 +98,15 @@ def render_preview(
     report(0.0)
 
     title_card = not spec.images and spec.video is None
-    # Picture composition (Pillow) and encoding (x264) both release the GIL, so drawing
-    # the next frames on another thread overlaps the two.
-    pictures = _prefetch(_pictures(spec, size, n_frames), depth=4)
     overlay = _build_overlay(size, spec.prompt, centred_caption=title_card)
+    # Drawing (Pillow), colour conversion (swscale) and encoding (x264) all release the
+    # GIL, so preparing the next frames on another thread overlaps them with encoding.
+    frames = _prefetch(_video_frames(_pictures(spec, size, n_frames), overlay), depth=4)
     audio = _audio_blocks(spec, spec.duration_s * AUDIO_RATE)
 
     tmp_path = _temp_path_beside(out_path)
     try:
-        _encode(tmp_path, size, n_frames, pictures, overlay, audio, report)
+        _encode(tmp_path, size, n_frames, frames, audio, report)
         # mkstemp makes the file owner-only; the finished clip is an ordinary output file.
         tmp_path.chmod(0o644)
         os.replace(tmp_path, out_path)
@@ -114,7 +114,7 @@ def render_preview(
         tmp_path.unlink(missing_ok=True)
         raise
     finally:
-        pictures.close()
+        frames.close()
     report(1.0)
 
 
@@ -144,8 +144,7 @@ def _encode(
     path: Path,
     size: tuple[int, int],
     n_frames: int,
-    pictures: Iterator[Image.Image],
-    overlay: list[tuple[tuple[int, int], Image.Image]],
+    frames: Iterator[av.VideoFrame],
     audio: Iterator[np.ndarray] | None,
     report: Callable[[float], None],
 ) -> None:
@@ -156,10 +155,7 @@ def _encode(
         audio_stream = _add_audio_stream(out) if audio is not None else None
         samples_sent = 0
         for index in range(n_frames):
-            picture = next(pictures)
-            for position, tile in overlay:
-                picture.paste(tile, position, tile)
-            out.mux(video.encode(_to_video_frame(picture, index)))
+            out.mux(video.encode(next(frames)))
             if audio is not None and audio_stream is not None:
                 # Keep audio in step with video so the muxer never has to buffer one
                 # stream while waiting for the other.
@@ -194,13 +190,19 @@ def _add_audio_stream(out: av.container.OutputContainer) -> av.AudioStream:
     return stream
 
 
-def _to_video_frame(picture: Image.Image, index: int) -> av.VideoFrame:
-    frame = av.VideoFrame.from_image(picture).reformat(
-        format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG"
-    )
-    frame.pts = index
-    frame.time_base = Fraction(1, FPS)
-    return frame
+def _video_frames(
+    pictures: Iterator[Image.Image], overlay: list[tuple[tuple[int, int], Image.Image]]
+) -> Generator[av.VideoFrame, None, None]:
+    """Label and caption each picture, and convert it to the encoder's format."""
+    for index, picture in enumerate(pictures):
+        for position, tile in overlay:
+            picture.paste(tile, position, tile)
+        frame = av.VideoFrame.from_image(picture).reformat(
+            format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG"
+        )
+        frame.pts = index
+        frame.time_base = Fraction(1, FPS)
+        yield frame
 
 
 def _encode_audio_until(
@@ -223,17 +225,17 @@ def _encode_audio_until(
     return samples_sent
 
 
-def _prefetch(items: Generator[Image.Image, None, None], depth: int) -> Generator[Image.Image, None, None]:
+def _prefetch(items: Generator[_T, None, None], depth: int) -> Generator[_T, None, None]:
     """Run ``items`` on a worker thread, up to ``depth`` ahead; its errors re-raise here.
 
     Closing the returned generator stops the worker (and closes ``items`` on it, so the
     decoders it holds are released), so an aborted render leaves no thread behind.
     """
     # None marks the end; an exception object carries a failure across the thread.
-    ready: queue.Queue[Image.Image | BaseException | None] = queue.Queue(maxsize=depth)
+    ready: queue.Queue[_T | BaseException | None] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def offer(message: Image.Image | BaseException | None) -> None:
+    def offer(message: _T | BaseException | None) -> None:
         while not stop.is_set():
             try:
                 ready.put(message, timeout=0.1)
@@ -519,9 +521,7 @@ def _label_tile(size: tuple[int, int]) -> tuple[tuple[int, int], Image.Image]:
     return (box[0], box[1]), tile
 
 
-def _caption_tile(
-    size: tuple[int, int], prompt: str, *, centred: bool
-) -> tuple[tuple[int, int], Image.Image] | None:
+def _caption_tile(size: tuple[int, int], prompt: str, *, centred: bool) -> tuple[tuple[int, int], Image.Image] | None:
     width, height = size
     font_size = max(16, round(min(size) * (0.06 if centred else 0.042)))
     font = _font(font_size)

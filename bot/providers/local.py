@@ -18,10 +18,15 @@ from bot.request import GenerationRequest
 PREVIEW_NOTICE = "Preview render (local) — not AI-generated."
 
 
+class _Cancelled(Exception):
+    """Raised inside the render thread's progress callback to stop it between frames."""
+
+
 @dataclass
 class _Render:
     task: asyncio.Task[None]
     progress: float = 0.0
+    cancelled: bool = False
 
 
 class LocalProvider(Provider):
@@ -83,6 +88,8 @@ class LocalProvider(Provider):
         state: _Render
 
         def report(fraction: float) -> None:
+            if state.cancelled:
+                raise _Cancelled  # the renderer stops cleanly and leaves no file behind
             state.progress = fraction
 
         task = asyncio.create_task(asyncio.to_thread(render_preview, spec, out, report), name=handle.task_id)
@@ -99,7 +106,7 @@ class LocalProvider(Provider):
             render = self._start(handle)  # lost in a restart: free to render again
         if not render.task.done():
             return TaskState(TaskStatus.RUNNING, progress=render.progress)
-        if render.task.cancelled():
+        if render.cancelled or render.task.cancelled():
             return TaskState(TaskStatus.CANCELED)
         failure = render.task.exception()
         if failure is not None:
@@ -118,5 +125,5 @@ class LocalProvider(Provider):
         render = self._renders.get(handle.task_id)
         if render is None or render.task.done():
             return False
-        render.task.cancel()  # the thread finishes its current frame; its output is discarded
+        render.cancelled = True
         return True
