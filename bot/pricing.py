@@ -54,7 +54,9 @@ PRICE_TABLE: dict[str, dict[str, Rates]] = {
     },
     # RunComfy documents Standard; Pro follows the seed Pro table as an estimate.
     "runcomfy": {"standard": STANDARD, "pro": Rates(PRO.base, PRO.sound, PRO.video, estimate=True)},
-    # fal documents std $0.084/$0.112 (audio off/on); pro $0.112/$0.14 from third-party docs; video refs unpriced.
+    # fal (PROVIDERS.md §3.4): O3 std $0.084/$0.112 (audio off/on) is documented for image-to-video, the same for
+    # R2V and pro $0.112/$0.14 only by third parties; 4K $0.42 is fal's own. fal's R2V endpoint takes no reference
+    # video, so the video rates are never used.
     "fal": {
         "standard": Rates(usd("0.084"), usd("0.112"), usd("0.126"), estimate=True),
         "pro": _rates("0.112", "0.14", "0.168", estimate=True),

@@ -7,10 +7,12 @@ Secrets are `SecretStr`: they print as '**********' in logs, errors and reprs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.money import usd
 
 HOSTED_PROVIDERS = ("wavespeed", "atlascloud", "runcomfy", "evolink", "fal", "kling")
 PROVIDERS = ("local", *HOSTED_PROVIDERS)
@@ -52,6 +54,25 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(500 * 1024 * 1024, gt=0, validation_alias="REELBOT_MAX_OUTPUT_BYTES")
     webhook_url: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_URL")
 
+    # Quotas: a member's periodic allowance where the guild has set none (dollars as text, parsed exactly)
+    default_allowance_usd: str = Field("0", validation_alias="REELBOT_DEFAULT_ALLOWANCE_USD")
+    allowance_period: Literal["daily", "weekly", "monthly"] = Field(
+        "daily", validation_alias="REELBOT_ALLOWANCE_PERIOD"
+    )
+
+    # Scheduling: how many jobs run at once, in all and per member / server / provider (<NAME>_MAX_CONCURRENCY)
+    max_concurrency: int = Field(16, ge=1, validation_alias="REELBOT_MAX_CONCURRENCY")
+    user_max_jobs: int = Field(2, ge=1, validation_alias="REELBOT_USER_MAX_JOBS")
+    guild_max_jobs: int = Field(8, ge=1, validation_alias="REELBOT_GUILD_MAX_JOBS")
+    # Unset: the provider's documented default (WaveSpeed's entry tier allows 2), else 4; local renders use CPU: 2.
+    local_max_concurrency: int = Field(2, ge=1, validation_alias="LOCAL_MAX_CONCURRENCY")
+    wavespeed_max_concurrency: int | None = Field(None, ge=1, validation_alias="WAVESPEED_MAX_CONCURRENCY")
+    atlascloud_max_concurrency: int | None = Field(None, ge=1, validation_alias="ATLASCLOUD_MAX_CONCURRENCY")
+    runcomfy_max_concurrency: int | None = Field(None, ge=1, validation_alias="RUNCOMFY_MAX_CONCURRENCY")
+    evolink_max_concurrency: int | None = Field(None, ge=1, validation_alias="EVOLINK_MAX_CONCURRENCY")
+    fal_max_concurrency: int | None = Field(None, ge=1, validation_alias="FAL_MAX_CONCURRENCY")
+    kling_max_concurrency: int | None = Field(None, ge=1, validation_alias="KLING_MAX_CONCURRENCY")
+
     # Provider HTTP: reads are retried with backoff; a submit is sent once
     http_timeout_s: float = Field(30.0, gt=0, validation_alias="REELBOT_HTTP_TIMEOUT_S")
     http_submit_timeout_s: float = Field(60.0, gt=0, validation_alias="REELBOT_HTTP_SUBMIT_TIMEOUT_S")
@@ -70,13 +91,29 @@ class Settings(BaseSettings):
     atlascloud_base_url: str = Field("https://api.atlascloud.ai", validation_alias="ATLASCLOUD_BASE_URL")
     runcomfy_api_key: SecretStr | None = Field(None, validation_alias="RUNCOMFY_API_KEY")
     runcomfy_base_url: str = Field("https://model-api.runcomfy.net", validation_alias="RUNCOMFY_BASE_URL")
+    # Where the operator publishes REELBOT_DATA_DIR/media over HTTPS (a web server or a synced bucket), for
+    # providers that only fetch inputs by public URL and offer no upload API (RunComfy)
+    public_media_url: str | None = Field(None, validation_alias="REELBOT_PUBLIC_MEDIA_URL")
     evolink_api_key: SecretStr | None = Field(None, validation_alias="EVOLINK_API_KEY")
     evolink_base_url: str = Field("https://api.evolink.ai", validation_alias="EVOLINK_BASE_URL")
+    # EvoLink's file upload API lives on its own host (files kept 72 h)
+    evolink_files_url: str = Field("https://files-api.evolink.ai", validation_alias="EVOLINK_FILES_URL")
     fal_key: SecretStr | None = Field(None, validation_alias=_env("FAL_KEY", "FAL_API_KEY"))
     fal_base_url: str = Field("https://queue.fal.run", validation_alias="FAL_BASE_URL")
+    # fal's REST host: CDN upload tokens (the CDN host comes back with the token)
+    fal_storage_url: str = Field("https://rest.alpha.fal.ai", validation_alias="FAL_STORAGE_URL")
+    # the Ed25519 keys fal signs webhooks with
+    fal_jwks_url: str = Field("https://rest.alpha.fal.ai/.well-known/jwks.json", validation_alias="FAL_JWKS_URL")
     kling_access_key: SecretStr | None = Field(None, validation_alias="KLING_ACCESS_KEY")
     kling_secret_key: SecretStr | None = Field(None, validation_alias="KLING_SECRET_KEY")
     kling_base_url: str = Field("https://api-singapore.klingai.com", validation_alias="KLING_BASE_URL")
+
+    @field_validator("default_allowance_usd", mode="before")
+    @classmethod
+    def _dollars(cls, value: Any) -> str:
+        if usd(value) < 0:  # usd() itself rejects what is not an exact dollar amount
+            raise ValueError(f"{value!r} is negative: an allowance is 0 or more dollars")
+        return str(value).strip()
 
     @model_validator(mode="after")
     def _known_provider(self) -> Settings:
@@ -101,6 +138,10 @@ class Settings(BaseSettings):
         missing = self.missing_credentials(provider)
         if missing:
             raise SettingsError(f"{' and '.join(missing)} must be set to use the {provider} provider")
+
+    def provider_concurrency(self, provider: str, documented: int | None = None) -> int:
+        configured = getattr(self, f"{provider}_max_concurrency", None)
+        return int(configured or documented or 4)
 
     def base_url(self, provider: str) -> str:
         return str(getattr(self, f"{provider}_base_url")).rstrip("/")

@@ -13,6 +13,11 @@ from bot.settings import PROVIDERS, Settings
 ADAPTERS: dict[str, str] = {
     "local": "bot.providers.local:LocalProvider",
     "wavespeed": "bot.providers.wavespeed:WaveSpeedProvider",
+    "atlascloud": "bot.providers.atlascloud:AtlasCloudProvider",
+    "runcomfy": "bot.providers.runcomfy:RunComfyProvider",
+    "evolink": "bot.providers.evolink:EvoLinkProvider",
+    "fal": "bot.providers.fal:FalProvider",
+    "kling": "bot.providers.kling:KlingProvider",
 }
 
 

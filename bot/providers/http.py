@@ -198,10 +198,13 @@ class ProviderHTTP:
         json_body: Any = None,
         files: Any = None,
         params: Mapping[str, Any] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        """A single request whose repetition would be harmless but is not needed (cancel, upload)."""
+        """A single request whose repetition would be harmless but is not needed (cancel, upload).
+        `content` sends a raw body (e.g. a file to a CDN); `headers` add to or replace the auth headers."""
         return await self._once(method, self.url(path_or_url), json_body=json_body, files=files, params=params,
-                                timeout=self.submit_timeout)  # fmt: skip
+                                content=content, headers=headers, timeout=self.submit_timeout)  # fmt: skip
 
     async def _once(
         self,
@@ -213,14 +216,16 @@ class ProviderHTTP:
         files: Any = None,
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
         ambiguous: bool = False,
     ) -> Any:
         self.calls += 1
         merged = {**self.auth_headers(), **(headers or {})}
         try:
             response = await self.client.request(
-                method, url, json=json_body, files=files, params=params, headers=merged, timeout=timeout
-            )
+                method, url, json=json_body, files=files, content=content, params=params, headers=merged,
+                timeout=timeout,
+            )  # fmt: skip
         except _NOT_SENT as exc:
             if ambiguous:
                 raise _NotSent(type(exc).__name__) from None

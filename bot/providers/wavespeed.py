@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -48,6 +48,35 @@ STATUS = {
 
 def model_path(tier: str) -> str:
     return f"kwaivgi/kling-video-o3-{TIER_MODEL[tier]}/reference-to-video"
+
+
+async def shared_fields(request: GenerationRequest, media_url: Callable[[MediaRef], Awaitable[str]]) -> dict[str, Any]:
+    """The body fields WaveSpeed documents for this model, minus elements. Atlas Cloud sells the same model
+    with the same fields, and RunComfy lists the same ones, so their adapters build on this too.
+    `media_url` turns a stored input into a URL the provider can fetch (an upload, or a public link)."""
+    body: dict[str, Any] = {
+        "aspect_ratio": request.aspect_ratio,
+        "duration": request.duration,  # an integer here (fal and Kling want strings)
+        "shot_type": request.shot_type,
+    }
+    if request.multi_prompt:
+        body["multi_prompt"] = [
+            {"index": i, "prompt": rewrite(shot.prompt, RefStyle.FIGURE), "duration": shot.duration}
+            for i, shot in enumerate(request.multi_prompt, start=1)
+        ]
+        # multi_prompt item shape is not confirmed for WaveSpeed; this follows Atlas Cloud's documented
+        # `[{index, prompt, duration}]` (same model, same README text). WaveSpeed requires a prompt field.
+        body["prompt"] = " ".join(shot["prompt"] for shot in body["multi_prompt"])
+    else:
+        body["prompt"] = rewrite(request.prompt or "", RefStyle.FIGURE)
+    if request.images:
+        body["images"] = [await media_url(ref) for ref in request.images]
+    if request.video is not None:
+        body["video"] = await media_url(request.video)
+        body["keep_original_sound"] = request.keep_original_sound
+    else:
+        body["sound"] = request.sound
+    return body
 
 
 class WaveSpeedProvider(HostedProvider):
@@ -97,28 +126,7 @@ class WaveSpeedProvider(HostedProvider):
         return str(url)
 
     async def build_body(self, request: GenerationRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "aspect_ratio": request.aspect_ratio,
-            "duration": request.duration,  # an integer here (fal and Kling want strings)
-            "shot_type": request.shot_type,
-        }
-        if request.multi_prompt:
-            body["multi_prompt"] = [
-                {"index": i, "prompt": rewrite(shot.prompt, RefStyle.FIGURE), "duration": shot.duration}
-                for i, shot in enumerate(request.multi_prompt, start=1)
-            ]
-            # multi_prompt item shape is not confirmed for WaveSpeed; this follows Atlas Cloud's documented
-            # `[{index, prompt, duration}]` (same model, same README text). WaveSpeed requires a prompt field.
-            body["prompt"] = " ".join(shot["prompt"] for shot in body["multi_prompt"])
-        else:
-            body["prompt"] = rewrite(request.prompt or "", RefStyle.FIGURE)
-        if request.images:
-            body["images"] = [await self.upload(ref) for ref in request.images]
-        if request.video is not None:
-            body["video"] = await self.upload(request.video)
-            body["keep_original_sound"] = request.keep_original_sound
-        else:
-            body["sound"] = request.sound
+        body = await shared_fields(request, self.upload)
         if request.elements:
             body["element_list"] = [element.element_id for element in request.elements]
         return body

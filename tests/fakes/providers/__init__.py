@@ -6,6 +6,11 @@ from importlib import import_module
 
 FAKES: dict[str, str] = {
     "wavespeed": "tests.fakes.providers.wavespeed:FakeWaveSpeed",
+    "atlascloud": "tests.fakes.providers.atlascloud:FakeAtlasCloud",
+    "runcomfy": "tests.fakes.providers.runcomfy:FakeRunComfy",
+    "evolink": "tests.fakes.providers.evolink:FakeEvoLink",
+    "fal": "tests.fakes.providers.fal:FakeFal",
+    "kling": "tests.fakes.providers.kling:FakeKling",
 }
 
 
