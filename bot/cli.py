@@ -14,8 +14,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bot.cli_ledger import add_commands as add_ledger_commands
+from bot.cli_ledger import cmd_ledger, cmd_quota
+from bot.engine.delivery import Clip
 from bot.engine.states import JobState
 from bot.intake import RawElement, RawRequest, build_request, parse_shot
+from bot.ledger import InsufficientQuota
 from bot.money import fmt_usd, usd_str
 from bot.providers import available as available_providers
 from bot.request import ASPECT_RATIOS, SHOT_TYPES, TIERS, GenerationRequest, InvalidRequest
@@ -75,6 +79,18 @@ def make_parser() -> argparse.ArgumentParser:
     generate.add_argument("--out", type=Path, help="where to write the clip (default ./reelbot-<job>.mp4)")
     generate.add_argument("--user", default="local", help="whose quota pays (default: local)")
     generate.add_argument("--guild", help="the guild the user belongs to")
+    generate.add_argument("--detach", action="store_true", help="enqueue, print the job id and exit (run `worker`)")
+    generate.add_argument(
+        "--max-bytes", type=int, metavar="N", help="fit the clip under N bytes (re-encoded, or a link if it can't)"
+    )
+
+    worker = commands.add_parser("worker", help="run the job engine without Discord")
+    worker.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or in flight")
+
+    cancel = commands.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--user", default="local", help="who is cancelling (the job's owner)")
+    cancel.add_argument("--json", action="store_true")
 
     price = commands.add_parser("price", help="what a request would cost")
     _request_flags(price)
@@ -90,6 +106,7 @@ def make_parser() -> argparse.ArgumentParser:
     show = jobs_commands.add_parser("show", help="one job")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true")
+    add_ledger_commands(commands)  # quota grant/show/allowance, ledger verify
     return parser
 
 
@@ -153,8 +170,9 @@ def job_summary(job: Job) -> dict[str, Any]:
         "state": job.state.value,
         "provider": job.provider,
         "cost_usd": usd_str(job.cost_micros),
+        "charged_usd": usd_str(job.charged_micros),
         "price_is_estimate": job.price_is_estimate,
-        "output": job.output_path,
+        "output": job.delivery.get("path") if job.state is JobState.DONE else None,
         "error": error,
         "user_id": job.user_id,
         "guild_id": job.guild_id,
@@ -168,13 +186,13 @@ def emit(data: dict[str, Any]) -> None:
     print(json.dumps(data, indent=None, sort_keys=False))
 
 
-class TerminalDelivery:
-    """The CLI's delivery: copies the clip to --out and shows progress on a terminal (quiet under --json)."""
+class FileDelivery:
+    """The CLI's delivery: the clip goes to the path recorded with the job; progress shows on a terminal."""
 
-    size_limit: int | None = None
-
-    def __init__(self, out: Path | None, *, show_progress: bool) -> None:
-        self.out = out
+    def __init__(self, job: Job, *, show_progress: bool = False) -> None:
+        target = job.delivery
+        self.out = Path(target["path"]) if target.get("path") else Path(f"reelbot-{job.id}.mp4").resolve()
+        self.size_limit: int | None = target.get("max_bytes")
         self.show_progress = show_progress
         self.started = time.monotonic()
         self._last_line = ""
@@ -193,17 +211,23 @@ class TerminalDelivery:
             sys.stderr.flush()
             self._last_line = line
 
-    async def deliver(self, job: Job, clip: Path) -> str:
-        out = self.out or Path(f"reelbot-{job.id}.mp4")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".part")
-        await asyncio.to_thread(shutil.copyfile, clip, partial)
-        os.replace(partial, out)
-        self.out = out
-        return str(out.resolve())
+    async def deliver(self, job: Job, clip: Clip) -> str:
+        if clip.path is None:  # nothing fits the limit: leave a note with the link and a poster frame
+            note = self.out.with_suffix(".link.txt")
+            expiry = f" (until {clip.link_expires_at})" if clip.link_expires_at else ""
+            note.write_text(f"The clip was too large for the size limit. Full clip: {clip.link}{expiry}\n")
+            if clip.poster:
+                shutil.copyfile(clip.poster, self.out.with_suffix(".poster.jpg"))
+            return str(note)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.out.with_name(self.out.name + ".part")
+        await asyncio.to_thread(shutil.copyfile, clip.path, partial)
+        os.replace(partial, self.out)  # atomic: a crash never leaves half a clip, and a redo is harmless
+        return str(self.out)
 
     async def failure(self, job: Job) -> None:
-        pass  # the command reports the outcome itself
+        if self.show_progress:
+            sys.stderr.write(f"\njob {job.id} {job.state.value}: {job.error_message}\n")
 
     def finish(self) -> None:
         if self.show_progress and self._last_line:
@@ -218,30 +242,64 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
     async with open_app(settings) as app:
         request = await checked_request(app, args, provider_name)
         provider = app.provider(provider_name)
-        quote = provider.quote(request)
-        job = await app.jobs.create(
-            request=request,
-            provider=provider_name,
-            user_id=str(args.user),
-            guild_id=args.guild,
-            cost_micros=quote.micros,
-            price_is_estimate=quote.estimate,
-        )
-        delivery = TerminalDelivery(args.out, show_progress=not args.json and sys.stderr.isatty())
+        out = (args.out or Path.cwd() / "reelbot-{job}.mp4").resolve()
+        target = {"kind": "file", "path": str(out), "max_bytes": args.max_bytes}
+        engine = app.engine(lambda job: FileDelivery(job))
+        job = await engine.accept(request, provider=provider_name, user_id=str(args.user), guild_id=args.guild,
+                                  delivery=target)  # fmt: skip
+        if "{job}" in str(out):  # the default name carries the job id, known only now
+            target["path"] = str(out).replace("{job}", job.id)
+            await app.jobs.update(job.id, delivery_json=json.dumps(target))
+            job = await app.jobs.require(job.id)
+        if args.detach:
+            if args.json:
+                emit(job_summary(job))
+            else:
+                print(job.id)
+            return EXIT_OK
         if not args.json:
-            print(f"job {job.id} accepted — {provider.display_name}, {fmt_usd(quote.micros)}", file=sys.stderr)
+            note = " (estimate)" if job.price_is_estimate else ""
+            print(f"job {job.id} accepted — {provider.display_name}, {fmt_usd(job.cost_micros)}{note}", file=sys.stderr)
+        delivery = FileDelivery(job, show_progress=not args.json and sys.stderr.isatty())
         try:
-            final = await app.runner.drive(job.id, delivery)
+            final = await engine.run_one(job.id, delivery)
         finally:
             delivery.finish()
         summary = job_summary(final)
-        if final.state is JobState.DONE:
-            summary["output"] = str(delivery.out.resolve()) if delivery.out else final.output_path
         if args.json:
             emit(summary)
         else:
             _print_outcome(final, summary, provider.is_preview)
         return EXIT_OK if final.state is JobState.DONE else EXIT_FAILED
+
+
+async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_app(settings) as app:
+        engine = app.engine(lambda job: FileDelivery(job), tick_s=1.0)
+        if args.until_idle:
+            await engine.run_until_idle()
+        else:
+            await engine.start()
+            print(f"reelbot worker running ({engine.owner}); Ctrl-C stops it, jobs resume on the next start",
+                  file=sys.stderr)  # fmt: skip
+            await asyncio.Event().wait()
+    return EXIT_OK
+
+
+async def cmd_cancel(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.engine.engine import CannotCancel, NotAllowed
+
+    async with open_app(settings) as app:
+        engine = app.engine(lambda job: FileDelivery(job))
+        try:
+            job = await engine.cancel(args.job_id, actor=str(args.user))
+        except (CannotCancel, NotAllowed) as exc:
+            raise UsageError(str(exc)) from None
+    if args.json:
+        emit(job_summary(job))
+    else:
+        print(f"job {job.id} {job.state.value}: {job.error_message or 'cancel requested'}")
+    return EXIT_OK
 
 
 def _print_outcome(job: Job, summary: dict[str, Any], preview: bool) -> None:
@@ -323,7 +381,15 @@ async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
 
 
-COMMANDS = {"generate": cmd_generate, "price": cmd_price, "migrate": cmd_migrate, "jobs": cmd_jobs}
+COMMANDS = {
+    "generate": cmd_generate,
+    "price": cmd_price,
+    "migrate": cmd_migrate,
+    "jobs": cmd_jobs,
+    "worker": cmd_worker,
+    "cancel": cmd_cancel,
+}
+COMMANDS.update(quota=cmd_quota, ledger=cmd_ledger)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +410,12 @@ def main(argv: list[str] | None = None) -> int:
             print("invalid request:", file=sys.stderr)
             for violation in exc.violations:
                 print(f"  - {violation}", file=sys.stderr)
+        return EXIT_INVALID
+    except InsufficientQuota as exc:
+        if wants_json:
+            emit(_rejection("INSUFFICIENT_QUOTA", str(exc), [str(exc)]))
+        else:
+            print(f"reelbot: not enough quota — {exc}", file=sys.stderr)
         return EXIT_INVALID
     except (SettingsError, UsageError) as exc:
         if wants_json:

@@ -1,25 +1,44 @@
-"""The core's parts wired together once: database, repositories, media store, HTTP client, providers, runner.
-
-The CLI and the Discord bot both open an `App`; neither builds these parts itself.
+"""The core's parts wired together once: database, repositories, ledger, media store, HTTP client,
+providers, runner and engine. The CLI and the Discord bot both open an `App`; neither builds these parts.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiosqlite
 import httpx
 
+from bot.engine.delivery import Delivery
+from bot.engine.engine import Engine
 from bot.engine.runner import JobRunner
+from bot.engine.scheduler import Caps
+from bot.ledger import Ledger
 from bot.media.ingest import MediaStore
-from bot.providers import create_provider
+from bot.providers import available, create_provider, provider_class
 from bot.providers.base import Provider
 from bot.settings import Settings
 from bot.store.db import connect
-from bot.store.jobs import JobRepository
+from bot.store.deliveries import DeliveryRepository
+from bot.store.jobs import Job, JobRepository
 from bot.store.migrate import migrate
+
+DeliveryFactory = Callable[[Job], Delivery]
+
+
+def caps_from(settings: Settings) -> Caps:
+    per_provider = {
+        name: settings.provider_concurrency(name, provider_class(name).capabilities.default_concurrency)
+        for name in available()
+    }
+    return Caps(
+        global_max=settings.max_concurrency,
+        per_user=settings.user_max_jobs,
+        per_guild=settings.guild_max_jobs,
+        per_provider=per_provider,
+    )
 
 
 @dataclass
@@ -28,12 +47,15 @@ class App:
     db: aiosqlite.Connection
     http: httpx.AsyncClient
     jobs: JobRepository
+    ledger: Ledger
+    deliveries: DeliveryRepository
     media: MediaStore
     runner: JobRunner = field(init=False)
     _providers: dict[str, Provider] = field(default_factory=dict)
+    _engine: Engine | None = None
 
     def __post_init__(self) -> None:
-        self.runner = JobRunner(self.jobs, self.provider, self.settings)
+        self.runner = JobRunner(self.jobs, self.provider, self.settings, self.ledger, self.deliveries)
 
     def provider(self, name: str | None = None) -> Provider:
         """One adapter instance per provider for the app's lifetime (it may hold tasks and rate limits)."""
@@ -42,7 +64,20 @@ class App:
             self._providers[name] = create_provider(name, self.settings, self.http)
         return self._providers[name]
 
+    def engine(self, delivery_for: DeliveryFactory | None = None, *, tick_s: float = 5.0) -> Engine:
+        """The app's engine; the first caller says where clips go (the CLI: files; the bot: threads)."""
+        if self._engine is None:
+            if delivery_for is None:
+                raise RuntimeError("the engine needs a delivery factory the first time")
+            self._engine = Engine(
+                jobs=self.jobs, ledger=self.ledger, runner=self.runner, provider_for=self.provider,
+                delivery_for=delivery_for, caps=caps_from(self.settings), tick_s=tick_s,
+            )  # fmt: skip
+        return self._engine
+
     async def aclose(self) -> None:
+        if self._engine is not None:
+            await self._engine.stop()
         for provider in self._providers.values():
             await provider.aclose()
 
@@ -58,6 +93,8 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
                 db=db,
                 http=http,
                 jobs=JobRepository(db),
+                ledger=Ledger.from_settings(db, settings),
+                deliveries=DeliveryRepository(db),
                 media=MediaStore(settings.data_dir / "media"),
             )
             try:

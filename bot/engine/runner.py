@@ -1,7 +1,9 @@
-"""Drive one job through its states: submit, follow, download, deliver.
+"""Drive one job through its states: submit, follow, download, deliver — and settle its money.
 
 Every step starts by reading the job's committed state, so the same code runs a fresh job and resumes one
-found half-way after a restart. Each transition is committed before the next side effect.
+found half-way after a restart. Each transition is committed before the next side effect, and a job's
+final transition is committed in the same transaction as its ledger capture or release: a job can never
+end without its money settled, nor be settled twice.
 """
 
 from __future__ import annotations
@@ -9,24 +11,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.engine.delivery import Delivery
+from bot.engine.delivery import Clip, Delivery
 from bot.engine.states import JobState
+from bot.ledger import Ledger, UnknownReservation
+from bot.media.fit import CannotFit, fit_to_limit, poster_frame
 from bot.providers.base import ErrorCode, Provider, ProviderError, TaskHandle, TaskState, TaskStatus
 from bot.settings import Settings
+from bot.store.db import transaction
+from bot.store.deliveries import DeliveryRepository
 from bot.store.jobs import Job, JobRepository
 
 log = logging.getLogger(__name__)
 
-_FOLLOWING = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+FOLLOWING = frozenset({JobState.SUBMITTED, JobState.RUNNING})
+ENGINE_ACTOR = "engine"
 
 
-def poll_delays(
-    first: float, cap: float, *, growth: float = 1.5, jitter: float = 0.2, rng: random.Random | None = None
-):
+def poll_delays(first: float, cap: float, *, growth: float = 1.5, jitter: float = 0.2,
+                rng: random.Random | None = None) -> Iterator[float]:  # fmt: skip
     """first, first*1.5, … up to cap, each ±20 % so that many jobs do not poll in lockstep."""
     rng = rng or random.Random()
     delay = first
@@ -35,9 +41,12 @@ def poll_delays(
         delay = min(cap, delay * growth)
 
 
-def _age_s(job: Job) -> float:
-    created = datetime.strptime(job.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-    return (datetime.now(UTC) - created).total_seconds()
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def age_s(job: Job) -> float:
+    return (datetime.now(UTC) - parse_iso(job.created_at)).total_seconds()
 
 
 class JobRunner:
@@ -46,52 +55,94 @@ class JobRunner:
         jobs: JobRepository,
         provider_for: Callable[[str], Provider],
         settings: Settings,
+        ledger: Ledger,
+        deliveries: DeliveryRepository,
     ) -> None:
         self.jobs = jobs
         self.provider_for = provider_for
         self.settings = settings
+        self.ledger = ledger
+        self.deliveries = deliveries
 
     def output_path(self, job: Job) -> Path:
         return self.settings.data_dir / "outputs" / f"{job.id}.mp4"
 
     async def drive(self, job_id: str, delivery: Delivery) -> Job:
-        """Run the job until it is finished; returns its final record."""
+        """Run the job until it is finished (or waits for a moderator); returns its latest record."""
         while True:
             job = await self.jobs.require(job_id)
             if job.state.finished:
+                await self.report_failure(job, delivery)
+                return job
+            if job.state is JobState.AWAITING_APPROVAL:
                 return job
             provider = self.provider_for(job.provider)
             if job.state is JobState.QUEUED:
                 await self._submit(job, provider, delivery)
             elif job.state is JobState.SUBMITTING:
                 await self._reconcile(job, provider)
-            elif job.state in _FOLLOWING:
+            elif job.state in FOLLOWING:
                 await self._follow(job, provider, delivery)
             elif job.state is JobState.DOWNLOADING:
                 await self._download(job, provider, delivery)
             elif job.state is JobState.DELIVERING:
                 await self._deliver(job, delivery)
-            elif job.state is JobState.AWAITING_APPROVAL:
-                return job  # someone else decides; the job is picked up again when approved
-            latest = await self.jobs.require(job_id)
-            if latest.state.finished and latest.state is not JobState.DONE:
-                await delivery.failure(latest)
-                return latest
 
-    async def _fail(self, job: Job, state: JobState, error: ProviderError) -> None:
-        await self.jobs.transition(
-            job.id, state, expect=job.state, detail=error.code.value,
-            error_code=error.code.value, error_message=error.message,
-        )  # fmt: skip
+    # --- settling ------------------------------------------------------------------------------------
+    async def finish(
+        self,
+        job: Job,
+        target: JobState,
+        *,
+        expect: JobState | frozenset[JobState] | None = None,
+        error: ProviderError | None = None,
+        charge: bool = False,
+        detail: str | None = None,
+    ) -> Job | None:
+        """Move to a final state and settle the money in one transaction. Returns None if the job had
+        already moved on (a race lost: the winner settled it)."""
+        changes: dict[str, object] = {}
+        if error is not None:
+            changes.update(error_code=error.code.value, error_message=error.message)
+        if charge:
+            changes["charged_micros"] = job.cost_micros
+        async with transaction(self.jobs.db) as conn:
+            moved = await self.jobs.transition(
+                job.id, target, expect=expect or job.state, detail=detail or (error.code.value if error else None),
+                conn=conn, **changes,
+            )  # fmt: skip
+            if moved is None:
+                return None
+            try:
+                if charge:
+                    await self.ledger.capture(job.id, actor=ENGINE_ACTOR, reason=detail or "clip delivered", conn=conn)
+                else:
+                    why = error.plain if error else f"job {target.value}"
+                    await self.ledger.release(job.id, actor=ENGINE_ACTOR, reason=why[:500], conn=conn)
+            except UnknownReservation:
+                log.warning("job %s has no reservation to settle", job.id)
+        return moved
 
+    async def report_failure(self, job: Job, delivery: Delivery) -> None:
+        """Tell the owner once; the record survives restarts so nobody is told twice."""
+        if job.state is JobState.DONE or await self.deliveries.get(job.id, "failure"):
+            return
+        await delivery.failure(job)
+        await self.deliveries.record(job.id, "failure", job.state.value)
+
+    # --- submitting ----------------------------------------------------------------------------------
     async def _submit(self, job: Job, provider: Provider, delivery: Delivery) -> None:
+        if age_s(job) > self.settings.job_deadline_s:
+            error = ProviderError(ErrorCode.GENERATION_TIMEOUT, "it waited in the queue past the job deadline",
+                                  provider=job.provider)  # fmt: skip
+            await self.finish(job, JobState.FAILED, error=error)
+            return
         request = job.request
         refused = provider.check(request)
         if refused:
             message = "; ".join(str(v) for v in refused)
-            await self._fail(
-                job, JobState.FAILED, ProviderError(ErrorCode.INVALID_INPUT, message, provider=job.provider)
-            )
+            await self.finish(job, JobState.FAILED, error=ProviderError(ErrorCode.INVALID_INPUT, message,
+                                                                        provider=job.provider))  # fmt: skip
             return
         # Committed before sending: a crash from here on is found in `submitting` and reconciled, never resent.
         moved = await self.jobs.transition(job.id, JobState.SUBMITTING, expect=JobState.QUEUED)
@@ -99,34 +150,40 @@ class JobRunner:
             return
         await delivery.progress(moved)
         try:
-            handle = await provider.submit(request, job_id=job.id, webhook_url=None)
+            handle = await provider.submit(request, job_id=job.id, webhook_url=self.webhook_url(job))
         except ProviderError as error:
             if error.code is ErrorCode.SUBMIT_AMBIGUOUS:
                 await self._reconcile(moved, provider, error)
-            elif error.code.retryable and _age_s(job) + (error.retry_after or 0) < self.settings.job_deadline_s:
+            elif error.code.retryable and age_s(job) + (error.retry_after or 0) < self.settings.job_deadline_s:
                 # refused for now (rate limit, 5xx): nothing was accepted, so it is safe to send again later
                 log.info("job %s: submit refused for now (%s); back in the queue", job.id, error.code)
                 await self.jobs.transition(job.id, JobState.QUEUED, expect=JobState.SUBMITTING, detail=error.code.value,
                                            error_message=error.message)  # fmt: skip
                 await asyncio.sleep(max(error.retry_after or 0.0, self.settings.poll_first_s))
             else:  # the provider refused it: nothing was accepted, nothing is owed
-                await self._fail(moved, JobState.FAILED, error)
+                await self.finish(moved, JobState.FAILED, error=error)
             return
         except Exception as exc:  # a bug after the request may have left: never assume it did not
             log.exception("job %s: submit crashed", job.id)
             error = ProviderError(ErrorCode.SUBMIT_AMBIGUOUS, f"submit crashed: {exc!r}", provider=job.provider)
             await self._reconcile(moved, provider, error)
             return
-        await self._record_handle(moved, handle, delivery)
+        recorded = await self._record_handle(moved, handle)
+        if recorded is not None and recorded.cancel_requested_by:
+            # cancelled while we were sending: stop it at the provider now that we know its handle
+            await self.cancel_at_provider(job.id, recorded.cancel_requested_by)
+        elif recorded is not None:
+            await delivery.progress(recorded)
 
-    async def _record_handle(self, job: Job, handle: TaskHandle, delivery: Delivery) -> None:
-        moved = await self.jobs.transition(
-            job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, detail=handle.task_id,
+    def webhook_url(self, job: Job) -> str | None:
+        return None  # set by the engine when a webhook receiver runs
+
+    async def _record_handle(self, job: Job, handle: TaskHandle, detail: str | None = None) -> Job | None:
+        return await self.jobs.transition(
+            job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, detail=detail or handle.task_id,
             provider_task_id=handle.task_id, poll_url=handle.poll_url, result_url=handle.result_url,
             cancel_url=handle.cancel_url, handle_json=handle.to_json(),
         )  # fmt: skip
-        if moved is not None:
-            await delivery.progress(moved)
 
     async def _reconcile(self, job: Job, provider: Provider, cause: ProviderError | None = None) -> None:
         """The job may or may not have reached the provider. Ask it; if it cannot tell, say so — never resend."""
@@ -136,43 +193,58 @@ class JobRunner:
         except ProviderError as exc:
             log.warning("job %s: reconcile failed: %s", job.id, exc)
         if handle is not None:
-            await self.jobs.transition(
-                job.id, JobState.SUBMITTED, expect=JobState.SUBMITTING, detail=f"reconciled {handle.task_id}",
-                provider_task_id=handle.task_id, poll_url=handle.poll_url, result_url=handle.result_url,
-                cancel_url=handle.cancel_url, handle_json=handle.to_json(),
-            )  # fmt: skip
+            await self._record_handle(job, handle, f"reconciled {handle.task_id}")
             return
         error = cause or ProviderError(
             ErrorCode.SUBMIT_AMBIGUOUS,
             "reelbot stopped while sending this job and the provider cannot say whether it arrived",
             provider=job.provider,
         )
-        await self._fail(job, JobState.UNKNOWN, error)
+        await self.finish(job, JobState.UNKNOWN, error=error)
 
+    async def cancel_at_provider(self, job_id: str, actor: str) -> Job | None:
+        """Stop a job the provider has. Released if the provider confirms; otherwise its result is discarded
+        and the money follows what the provider charges. None when the job had already moved on."""
+        job = await self.jobs.require(job_id)
+        if job.state not in FOLLOWING or not job.handle_json:
+            return None if job.state is not JobState.SUBMITTING else job
+        provider = self.provider_for(job.provider)
+        try:
+            stopped = await provider.cancel(TaskHandle.from_json(job.handle_json))
+        except ProviderError as exc:
+            log.warning("job %s: cancel at the provider failed: %s", job_id, exc)
+            stopped = False
+        charge = not stopped and job.cost_micros > 0
+        message = f"cancelled by {actor}"
+        if charge:
+            message += f"; {provider.display_name} could not stop it, so it is charged and its result discarded"
+        error = ProviderError(ErrorCode.CANCELED, message, provider=job.provider)
+        return await self.finish(job, JobState.CANCELLED, expect=FOLLOWING, error=error, charge=charge,
+                                        detail=message)  # fmt: skip
+
+    # --- following -----------------------------------------------------------------------------------
     async def _follow(self, job: Job, provider: Provider, delivery: Delivery) -> None:
         assert job.handle_json is not None
         handle = TaskHandle.from_json(job.handle_json)
         delays = poll_delays(self.settings.poll_first_s, self.settings.poll_max_s)
         wait = next(delays)
         while True:
-            remaining = self.settings.job_deadline_s - _age_s(job)
+            remaining = self.settings.job_deadline_s - age_s(job)
             if remaining <= 0:
-                error = ProviderError(
-                    ErrorCode.GENERATION_TIMEOUT,
-                    f"no result within the {self.settings.job_deadline_s:.0f} s deadline",
-                    provider=job.provider,
-                )
-                await self._fail(job, JobState.UNKNOWN, error)
+                error = ProviderError(ErrorCode.GENERATION_TIMEOUT,
+                                      f"no result within the {self.settings.job_deadline_s:.0f} s deadline",
+                                      provider=job.provider)  # fmt: skip
+                await self.finish(job, JobState.UNKNOWN, expect=FOLLOWING, error=error)
                 return
             await provider.wait_for_change(handle, min(wait, remaining))
             try:
                 state = await provider.poll(handle)
             except ProviderError as exc:  # a failed poll is not a failed task: keep the handle, try later
-                log.warning("job %s: poll failed (%s), will retry", job.id, exc)
+                log.warning("job %s: poll failed (%s), will retry", job.id, exc.code)
                 wait = max(next(delays), exc.retry_after or 0.0)
                 continue
             current = await self.jobs.require(job.id)
-            if current.state not in _FOLLOWING:
+            if current.state not in FOLLOWING:
                 return  # cancelled (or otherwise moved) meanwhile
             if await self._apply(current, state, delivery):
                 return
@@ -183,7 +255,7 @@ class JobRunner:
         """Record what a poll said; True when the job left the following states."""
         if state.status is TaskStatus.SUCCEEDED:
             moved = await self.jobs.transition(
-                job.id, JobState.DOWNLOADING, expect=_FOLLOWING, progress=1.0, queue_position=None,
+                job.id, JobState.DOWNLOADING, expect=FOLLOWING, progress=1.0, queue_position=None,
                 output_url=state.output_url, nsfw=int(state.nsfw),
             )  # fmt: skip
             if moved is not None:
@@ -191,11 +263,11 @@ class JobRunner:
             return True
         if state.status is TaskStatus.FAILED:
             error = state.error or ProviderError(ErrorCode.PROVIDER_TRANSIENT, "the task failed", provider=job.provider)
-            await self._fail(job, JobState.FAILED, error)
+            await self.finish(job, JobState.FAILED, expect=FOLLOWING, error=error)
             return True
         if state.status is TaskStatus.CANCELED:
             error = ProviderError(ErrorCode.CANCELED, "the provider cancelled the task", provider=job.provider)
-            await self._fail(job, JobState.CANCELLED, error)
+            await self.finish(job, JobState.CANCELLED, expect=FOLLOWING, error=error)
             return True
         if state.status is TaskStatus.RUNNING and job.state is JobState.SUBMITTED:
             moved = await self.jobs.transition(
@@ -208,21 +280,54 @@ class JobRunner:
             await delivery.progress(await self.jobs.require(job.id))
         return False
 
+    # --- the clip ------------------------------------------------------------------------------------
     async def _download(self, job: Job, provider: Provider, delivery: Delivery) -> None:
         dest = self.output_path(job)
         state = TaskState(TaskStatus.SUCCEEDED, output_url=job.output_url, nsfw=job.nsfw)
         try:
             await provider.download(state, dest, max_bytes=self.settings.max_output_bytes)
         except ProviderError as error:
-            await self._fail(job, JobState.FAILED, error)
+            if error.code.retryable and age_s(job) < self.settings.job_deadline_s:
+                log.warning("job %s: download failed (%s), will retry", job.id, error.code)
+                await asyncio.sleep(self.settings.poll_max_s)
+                return  # still DOWNLOADING: drive() comes back here
+            # The provider finished (and charged) but its clip cannot be had: the member is not charged.
+            await self.finish(job, JobState.FAILED, error=error)
             return
-        moved = await self.jobs.transition(
-            job.id, JobState.DELIVERING, expect=JobState.DOWNLOADING, output_path=str(dest)
-        )
+        moved = await self.jobs.transition(job.id, JobState.DELIVERING, expect=JobState.DOWNLOADING,
+                                           output_path=str(dest))  # fmt: skip
         if moved is not None:
             await delivery.progress(moved)
 
     async def _deliver(self, job: Job, delivery: Delivery) -> None:
         assert job.output_path is not None
-        where = await delivery.deliver(job, Path(job.output_path))
-        await self.jobs.transition(job.id, JobState.DONE, expect=JobState.DELIVERING, detail=where)
+        clip = await self.fit(job, Path(job.output_path), delivery.size_limit)
+        where = await self.deliveries.get(job.id, "clip")
+        if where is None:
+            where = await delivery.deliver(job, clip)
+            await self.deliveries.record(job.id, "clip", where)
+        await self.finish(job, JobState.DONE, expect=JobState.DELIVERING, charge=True, detail=f"delivered: {where}")
+
+    async def fit(self, job: Job, source: Path, limit: int | None) -> Clip:
+        size = source.stat().st_size
+        if limit is None or size <= limit:
+            return Clip(source, size)
+        fitted = source.with_name(f"{job.id}.fit-{limit}.mp4")
+        try:
+            result = await asyncio.to_thread(fit_to_limit, source, fitted, limit)
+            return Clip(result.path, result.size_bytes, transcoded=result.transcoded)
+        except Exception as exc:  # CannotFit, or a clip the transcoder cannot read: fall back to a link
+            level = logging.INFO if isinstance(exc, CannotFit) else logging.WARNING
+            log.log(level, "job %s: clip of %d bytes not fitted to %d: %s", job.id, size, limit, exc)
+            try:
+                poster: Path | None = await asyncio.to_thread(
+                    poster_frame, source, source.with_name(f"{job.id}.poster.jpg")
+                )
+            except Exception:
+                poster = None
+            provider = self.provider_for(job.provider)
+            ttl = provider.capabilities.output_ttl_s
+            expires = None
+            if ttl and job.downloading_at:
+                expires = (parse_iso(job.downloading_at) + timedelta(seconds=ttl)).strftime("%Y-%m-%d %H:%M UTC")
+            return Clip(None, size, link=job.output_url, link_expires_at=expires, poster=poster)

@@ -157,6 +157,7 @@ class Capabilities:
     webhook: Literal["none", "hmac", "ed25519", "token"] = "none"
     cancel: Literal["none", "queued", "any"] = "none"
     reconcile: bool = False  # can find a task by our idempotency key after a lost submit reply
+    output_ttl_s: int | None = None  # how long the provider keeps the finished clip at its URL
     default_concurrency: int | None = None
 
 

@@ -93,6 +93,8 @@ class LocalProvider(Provider):
             state.progress = fraction
 
         task = asyncio.create_task(asyncio.to_thread(render_preview, spec, out, report), name=handle.task_id)
+        # A cancelled render ends with _Cancelled; collect it so it is not reported as an unhandled error.
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
         state = _Render(task)
         self._renders[handle.task_id] = state
         return state

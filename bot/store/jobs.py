@@ -54,6 +54,11 @@ class Job:
     failed_at: str | None
     cancelled_at: str | None
     unknown_at: str | None
+    delivery_json: str | None = None
+    charged_micros: int = 0
+    cancel_requested_by: str | None = None
+    lease_owner: str | None = None
+    lease_expires_at: str | None = None
 
     @property
     def request(self) -> GenerationRequest:
@@ -62,6 +67,10 @@ class Job:
     @property
     def handle(self) -> dict[str, Any] | None:
         return json.loads(self.handle_json) if self.handle_json else None
+
+    @property
+    def delivery(self) -> dict[str, Any]:
+        return json.loads(self.delivery_json) if self.delivery_json else {}
 
     def entered(self, state: JobState) -> str | None:
         return getattr(self, f"{state.value}_at")
@@ -76,8 +85,9 @@ class Job:
 
 
 _FIELDS = {f.name for f in fields(Job)}
-# Columns a transition may set besides the state itself.
-_UPDATABLE = _FIELDS - {"id", "user_id", "guild_id", "channel_id", "request_json", "provider", "state", "created_at"}
+# Columns a transition may set besides the state itself (leases have their own methods).
+_FIXED = {"id", "user_id", "guild_id", "channel_id", "request_json", "provider", "state", "created_at"}
+_UPDATABLE = _FIELDS - _FIXED - {"lease_owner", "lease_expires_at"}
 
 
 def new_job_id() -> str:
@@ -102,6 +112,7 @@ class JobRepository:
         channel_id: str | None = None,
         state: JobState = JobState.QUEUED,
         job_id: str | None = None,
+        delivery: dict[str, Any] | None = None,
         conn: aiosqlite.Connection | None = None,
     ) -> Job:
         """Insert a new job. Pass `conn` when the caller already holds a transaction (e.g. with a reservation)."""
@@ -109,11 +120,12 @@ class JobRepository:
         at = now_iso()
         sql = (
             "INSERT INTO jobs (id, user_id, guild_id, channel_id, request_json, provider, state, cost_micros,"
-            f" price_is_estimate, created_at, updated_at, {state.value}_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+            f" price_is_estimate, delivery_json, created_at, updated_at, {state.value}_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
         )
         params = (
             job_id, user_id, guild_id, channel_id, request.model_dump_json(), provider, state.value,
-            cost_micros, int(price_is_estimate), at, at, at,
+            cost_micros, int(price_is_estimate), json.dumps(delivery) if delivery else None, at, at, at,
         )  # fmt: skip
         if conn is not None:
             await conn.execute(sql, params)
@@ -201,6 +213,49 @@ class JobRepository:
         assignments = ", ".join(f"{name} = ?" for name in columns)
         async with transaction(self.db):
             await self.db.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job_id))
+
+    async def claim(self, job_id: str, owner: str, until: str, *, dead_owners: set[str] = frozenset()) -> bool:
+        """Take the job's lease if it is free, ours, expired, or held by a process known to be gone."""
+        marks = ",".join("?" for _ in dead_owners)
+        dead = f" OR lease_owner IN ({marks})" if dead_owners else ""
+        async with transaction(self.db):
+            cursor = await self.db.execute(
+                "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE id = ? AND (lease_owner IS NULL"
+                f" OR lease_owner = ? OR lease_expires_at < ?{dead})",
+                (owner, until, job_id, owner, now_iso(), *dead_owners),
+            )
+            return cursor.rowcount == 1
+
+    async def renew(self, owner: str, until: str) -> None:
+        async with transaction(self.db):
+            await self.db.execute("UPDATE jobs SET lease_expires_at = ? WHERE lease_owner = ?", (until, owner))
+
+    async def release_lease(self, job_id: str, owner: str) -> None:
+        async with transaction(self.db):
+            await self.db.execute(
+                "UPDATE jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ? AND lease_owner = ?",
+                (job_id, owner),
+            )
+
+    async def lease_owners(self) -> set[str]:
+        async with self.db.execute("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL") as cursor:
+            return {str(row[0]) for row in await cursor.fetchall()}
+
+    async def list_in(self, states: frozenset[JobState] | set[JobState]) -> list[Job]:
+        marks = ",".join("?" for _ in states)
+        sql = f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY created_at, id"
+        async with self.db.execute(sql, tuple(s.value for s in states)) as cursor:
+            return [Job.from_row(row) for row in await cursor.fetchall()]
+
+    async def unreported_failures(self, since: str) -> list[Job]:
+        """Jobs that ended without a clip and whose owner has not been told yet (e.g. after a crash)."""
+        sql = (
+            "SELECT * FROM jobs WHERE state IN ('failed', 'cancelled', 'unknown') AND updated_at >= ?"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = jobs.id AND d.what = 'failure')"
+            " ORDER BY updated_at"
+        )
+        async with self.db.execute(sql, (since,)) as cursor:
+            return [Job.from_row(row) for row in await cursor.fetchall()]
 
     async def list_unfinished(self) -> list[Job]:
         marks = ",".join("?" for _ in UNFINISHED)

@@ -78,14 +78,14 @@ def test_invalid_input_exits_2_naming_every_field(tmp_path: Path) -> None:
 
 
 def test_generation_failure_exits_1_with_the_reason(tmp_path: Path) -> None:
-    # A deadline already past when the first poll is due: the job ends `unknown`, reported, not charged.
+    # A deadline already past before the job can be sent: it fails, is reported, and nothing is charged.
     result = run(
         tmp_path, "generate", "--prompt", "a rocket", "--duration", "3", "--json",
         env={"REELBOT_JOB_DEADLINE_S": "0.001"},
     )  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     report = json.loads(result.stdout)
-    assert report["state"] == "unknown"
+    assert report["state"] == "failed" and report["charged_usd"] == "0.00"
     assert report["error"]["code"] == "GENERATION_TIMEOUT" and "deadline" in report["error"]["message"]
 
 

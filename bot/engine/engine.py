@@ -1,0 +1,302 @@
+"""The job engine: accepts jobs with their money reserved, starts them fairly, resumes them after a
+restart, cancels them, and never lets two processes drive the same job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.engine.delivery import Delivery
+from bot.engine.runner import JobRunner
+from bot.engine.scheduler import HOLDS_PROVIDER_SLOT, IN_FLIGHT, Caps, queue_positions, startable
+from bot.engine.states import JobState
+from bot.ledger import Ledger
+from bot.providers.base import ErrorCode, Provider, ProviderError
+from bot.request import GenerationRequest, InvalidRequest
+from bot.store.db import transaction
+from bot.store.jobs import Job, JobRepository, new_job_id
+
+log = logging.getLogger(__name__)
+
+LEASE_S = 60.0
+RESPAWN_AFTER_CRASH_S = 30.0
+MAX_CRASHES = 3  # a job that keeps hitting a bug is failed (and released) rather than retried for ever
+# States an engine drives on its own; QUEUED waits for the scheduler, AWAITING_APPROVAL for a moderator.
+RESUMABLE = IN_FLIGHT
+
+
+class NotAllowed(Exception):
+    """The person may not do this to the job (e.g. cancel someone else's)."""
+
+
+class CannotCancel(Exception):
+    pass
+
+
+def _stamp(seconds_from_now: float) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        jobs: JobRepository,
+        ledger: Ledger,
+        runner: JobRunner,
+        provider_for: Callable[[str], Provider],
+        delivery_for: Callable[[Job], Delivery],
+        caps: Caps,
+        tick_s: float = 5.0,
+    ) -> None:
+        self.jobs = jobs
+        self.ledger = ledger
+        self.runner = runner
+        self.provider_for = provider_for
+        self.delivery_for = delivery_for
+        self.caps = caps
+        self.tick_s = tick_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._crashes: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+
+    # --- accepting ----------------------------------------------------------------------------------
+    async def accept(
+        self,
+        request: GenerationRequest,
+        *,
+        provider: str,
+        user_id: str,
+        guild_id: str | None = None,
+        channel_id: str | None = None,
+        delivery: dict[str, Any] | None = None,
+        state: JobState = JobState.QUEUED,
+    ) -> Job:
+        """Price the request, reserve its cost and record the job — all in one transaction, so money is
+        never held for a job that does not exist, nor a job queued without its money held.
+        Raises InvalidRequest (the provider cannot take it) or InsufficientQuota."""
+        adapter = self.provider_for(provider)
+        refused = adapter.check(request)
+        if refused:
+            raise InvalidRequest(refused)
+        quote = adapter.quote(request)
+        job_id = new_job_id()
+        async with transaction(self.jobs.db) as conn:
+            account = await self.ledger.account_for_user(guild_id or "", user_id, conn=conn)
+            job = await self.jobs.create(
+                request=request, provider=provider, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
+                cost_micros=quote.micros, price_is_estimate=quote.estimate, state=state, job_id=job_id,
+                delivery=delivery, conn=conn,
+            )  # fmt: skip
+            await self.ledger.reserve(account, quote.micros, job_id=job_id, actor=user_id,
+                                      reason=f"{quote.basis} on {provider}", conn=conn)  # fmt: skip
+        self.wake()
+        return job
+
+    # --- running ------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Resume what was in flight, report failures nobody heard of, then keep dispatching."""
+        for job in await self.jobs.list_in(RESUMABLE):
+            await self._spawn(job.id)
+        since = _stamp(-7 * 24 * 3600)
+        for job in await self.jobs.unreported_failures(since):
+            with contextlib.suppress(Exception):
+                await self.runner.report_failure(job, self.delivery_for(job))
+        self._loops = [
+            asyncio.create_task(self._dispatch_loop(), name="engine-dispatch"),
+            asyncio.create_task(self._lease_loop(), name="engine-leases"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop driving; unfinished jobs stay where they are and the next start resumes them."""
+        for task in [*self._loops, *self._tasks.values()]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for job_id in list(self._tasks):
+            await self.jobs.release_lease(job_id, self.owner)
+        self._tasks.clear()
+
+    async def run_until_idle(self, *, poll_s: float = 0.2) -> None:
+        """For `reelbot worker --until-idle`: run until nothing is queued or in flight."""
+        await self.start()
+        try:
+            while True:
+                await asyncio.sleep(poll_s)
+                if self._tasks:
+                    continue
+                pending = await self.jobs.list_in(RESUMABLE | {JobState.QUEUED})
+                if not pending:
+                    return
+        finally:
+            await self.stop()
+
+    async def run_one(self, job_id: str, delivery: Delivery) -> Job:
+        """Drive a single job in this process (the CLI's `generate`), under a lease like any other."""
+        owners = await self._dead_owners()
+        if not await self.jobs.claim(job_id, self.owner, _stamp(LEASE_S), dead_owners=owners):
+            raise RuntimeError(f"job {job_id} is being driven by another process")
+        renew = asyncio.create_task(self._lease_loop())
+        try:
+            return await self.runner.drive(job_id, delivery)
+        finally:
+            renew.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renew
+            await self.jobs.release_lease(job_id, self.owner)
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                await self._dispatch()
+            except Exception:
+                log.exception("dispatch failed; trying again")
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel that stop() sends
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.tick_s):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _dispatch(self) -> None:
+        queued = await self.jobs.list_in({JobState.QUEUED})
+        active = await self.jobs.list_in(IN_FLIGHT)
+        # Jobs with a live task here count as taking their slot even before their first transition.
+        claimed = [dataclasses.replace(j, state=JobState.SUBMITTING) for j in queued if j.id in self._tasks]
+        waiting = [j for j in queued if j.id not in self._tasks]
+        for job in startable(waiting, [*active, *claimed], self.caps):
+            await self._spawn(job.id)
+        still_waiting = [j for j in waiting if j.id not in self._tasks]
+        for job_id, position in queue_positions(still_waiting).items():
+            job = next(j for j in still_waiting if j.id == job_id)
+            if job.queue_position != position:
+                await self.jobs.update(job_id, queue_position=position)
+                with contextlib.suppress(Exception):
+                    await self.delivery_for(job).progress(await self.jobs.require(job_id))
+
+    async def _dead_owners(self) -> set[str]:
+        """Lease owners on this host whose process is gone (killed, crashed): their jobs are free now."""
+        host = socket.gethostname()
+        dead = set()
+        for owner in await self.jobs.lease_owners():
+            owner_host, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if owner_host == host and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                dead.add(owner)
+        return dead
+
+    async def _spawn(self, job_id: str) -> None:
+        if job_id in self._tasks:
+            return
+        if not await self.jobs.claim(job_id, self.owner, _stamp(LEASE_S), dead_owners=await self._dead_owners()):
+            return  # another live process drives it
+        self._tasks[job_id] = asyncio.create_task(self._drive(job_id), name=f"job-{job_id}")
+
+    async def _drive(self, job_id: str) -> None:
+        retry = False
+        try:
+            job = await self.jobs.require(job_id)
+            await self.runner.drive(job_id, self.delivery_for(job))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            retry = await self._crashed(job_id, exc)
+        finally:
+            if self._tasks.get(job_id) is asyncio.current_task():
+                self._tasks.pop(job_id, None)
+                with contextlib.suppress(Exception):  # the database may be closing on shutdown
+                    await self.jobs.release_lease(job_id, self.owner)
+                self.wake()
+        if retry:
+            await asyncio.sleep(RESPAWN_AFTER_CRASH_S)
+            await self._spawn(job_id)
+
+    async def _crashed(self, job_id: str, exc: Exception) -> bool:
+        """A bug, not a provider failure: keep the job (and its money) where it is and try again later —
+        unless it keeps happening, then fail it with a reference so the owner is told and not charged."""
+        count = self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
+        reference = f"{job_id}-{count}"
+        log.exception("job %s: the engine hit an error (ref %s)", job_id, reference, exc_info=exc)
+        if count < MAX_CRASHES:
+            return True
+        job = await self.jobs.require(job_id)
+        if not job.state.finished:
+            error = ProviderError(ErrorCode.INTERNAL, f"reelbot hit an internal error (reference {reference})",
+                                  provider=job.provider)  # fmt: skip
+            failed = await self.runner.finish(job, JobState.FAILED, error=error)
+            if failed is not None:
+                with contextlib.suppress(Exception):
+                    await self.runner.report_failure(failed, self.delivery_for(failed))
+        return False
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            with contextlib.suppress(Exception):
+                await self.jobs.renew(self.owner, _stamp(LEASE_S))
+
+    # --- cancelling ---------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, *, actor: str, moderator: bool = False) -> Job:
+        """Cancel for the owner (or a moderator). Queued: at once, released. At the provider: cancelled
+        there if it can be (released), otherwise the result is discarded and the money follows what the
+        provider charges. Raises NotAllowed / CannotCancel with a plain reason."""
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise CannotCancel(f"there is no job {job_id}")
+        if actor != job.user_id and not moderator:
+            raise NotAllowed("only the member who started this job, or a moderator, can cancel it")
+        for _ in range(5):  # the job may move while we act: follow it to a final answer
+            job = await self.jobs.require(job_id)
+            if job.state.finished:
+                raise CannotCancel(f"job {job_id} has already ended ({job.state.value})")
+            if job.state in (JobState.DOWNLOADING, JobState.DELIVERING):
+                raise CannotCancel(f"job {job_id} has already finished generating; the clip is on its way")
+            error = ProviderError(ErrorCode.CANCELED, f"cancelled by {actor}", provider=job.provider)
+            if job.state in (JobState.QUEUED, JobState.AWAITING_APPROVAL):
+                moved = await self.runner.finish(job, JobState.CANCELLED, error=error)
+            elif job.state is JobState.SUBMITTING:
+                # Not yet known to the provider: the runner cancels it there as soon as the handle is recorded.
+                await self.jobs.update(job_id, cancel_requested_by=actor)
+                moved = await self.runner.cancel_at_provider(job_id, actor)
+            else:
+                moved = await self.runner.cancel_at_provider(job_id, actor)
+            if moved is not None:
+                self.wake()
+                return moved
+        raise CannotCancel(f"job {job_id} kept changing state; try again")
+
+    # --- for displays -------------------------------------------------------------------------------
+    async def position(self, job_id: str) -> int | None:
+        return queue_positions(await self.jobs.list_in({JobState.QUEUED})).get(job_id)
+
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+
+__all__ = ["HOLDS_PROVIDER_SLOT", "CannotCancel", "Caps", "Engine", "NotAllowed"]
