@@ -15,6 +15,7 @@ from bot.engine.delivery import Delivery
 from bot.engine.engine import Engine
 from bot.engine.runner import JobRunner
 from bot.engine.scheduler import Caps
+from bot.engine.webhooks import Wakeups, WebhookReceiver
 from bot.ledger import Ledger
 from bot.media.ingest import MediaStore
 from bot.providers import available, create_provider, provider_class
@@ -50,12 +51,13 @@ class App:
     ledger: Ledger
     deliveries: DeliveryRepository
     media: MediaStore
+    wakeups: Wakeups = field(default_factory=Wakeups)
     runner: JobRunner = field(init=False)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _engine: Engine | None = None
 
     def __post_init__(self) -> None:
-        self.runner = JobRunner(self.jobs, self.provider, self.settings, self.ledger, self.deliveries)
+        self.runner = JobRunner(self.jobs, self.provider, self.settings, self.ledger, self.deliveries, self.wakeups)
 
     def provider(self, name: str | None = None) -> Provider:
         """One adapter instance per provider for the app's lifetime (it may hold tasks and rate limits)."""
@@ -69,9 +71,13 @@ class App:
         if self._engine is None:
             if delivery_for is None:
                 raise RuntimeError("the engine needs a delivery factory the first time")
+            receiver = None
+            if self.settings.webhook_url:
+                receiver = WebhookReceiver(jobs=self.jobs, provider_for=self.provider, wakeups=self.wakeups,
+                                           public_url=self.settings.webhook_url)  # fmt: skip
             self._engine = Engine(
                 jobs=self.jobs, ledger=self.ledger, runner=self.runner, provider_for=self.provider,
-                delivery_for=delivery_for, caps=caps_from(self.settings), tick_s=tick_s,
+                delivery_for=delivery_for, caps=caps_from(self.settings), tick_s=tick_s, receiver=receiver,
             )  # fmt: skip
         return self._engine
 

@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     poll_max_s: float = Field(30.0, gt=0, validation_alias="REELBOT_POLL_MAX_S")
     job_deadline_s: float = Field(1800.0, gt=0, validation_alias="REELBOT_JOB_DEADLINE_S")
     max_output_bytes: int = Field(500 * 1024 * 1024, gt=0, validation_alias="REELBOT_MAX_OUTPUT_BYTES")
+    # Public base URL providers call back to (e.g. https://bot.example.com); unset: polling only
     webhook_url: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_URL")
+    # Where the receiver listens (host:port); default: all interfaces on the public URL's port
+    webhook_listen: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_LISTEN")
 
     # Quotas: a member's periodic allowance where the guild has set none (dollars as text, parsed exactly)
     default_allowance_usd: str = Field("0", validation_alias="REELBOT_DEFAULT_ALLOWANCE_USD")

@@ -19,6 +19,7 @@ from bot.engine.delivery import Delivery
 from bot.engine.runner import JobRunner
 from bot.engine.scheduler import HOLDS_PROVIDER_SLOT, IN_FLIGHT, Caps, queue_positions, startable
 from bot.engine.states import JobState
+from bot.engine.webhooks import WebhookReceiver, listen_address
 from bot.ledger import Ledger
 from bot.providers.base import ErrorCode, Provider, ProviderError
 from bot.request import GenerationRequest, InvalidRequest
@@ -68,6 +69,7 @@ class Engine:
         delivery_for: Callable[[Job], Delivery],
         caps: Caps,
         tick_s: float = 5.0,
+        receiver: WebhookReceiver | None = None,
     ) -> None:
         self.jobs = jobs
         self.ledger = ledger
@@ -76,6 +78,8 @@ class Engine:
         self.delivery_for = delivery_for
         self.caps = caps
         self.tick_s = tick_s
+        self.receiver = receiver
+        self.webhook_port: int | None = None
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._crashes: dict[str, int] = {}
@@ -132,9 +136,14 @@ class Engine:
             asyncio.create_task(self._dispatch_loop(), name="engine-dispatch"),
             asyncio.create_task(self._lease_loop(), name="engine-leases"),
         ]
+        if self.receiver is not None:
+            host, port = listen_address(self.receiver.public_url, self.runner.settings.webhook_listen)
+            self.webhook_port = await self.receiver.start(host, port)
 
     async def stop(self) -> None:
         """Stop driving; unfinished jobs stay where they are and the next start resumes them."""
+        if self.receiver is not None:
+            await self.receiver.stop()
         for task in [*self._loops, *self._tasks.values()]:
             task.cancel()
         for task in [*self._loops, *self._tasks.values()]:

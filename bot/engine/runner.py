@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bot.engine.delivery import Clip, Delivery
 from bot.engine.states import JobState
+from bot.engine.webhooks import Wakeups, callback_url
 from bot.ledger import Ledger, UnknownReservation
 from bot.media.fit import CannotFit, fit_to_limit, poster_frame
 from bot.providers.base import ErrorCode, Provider, ProviderError, TaskHandle, TaskState, TaskStatus
@@ -57,12 +58,14 @@ class JobRunner:
         settings: Settings,
         ledger: Ledger,
         deliveries: DeliveryRepository,
+        wakeups: Wakeups | None = None,
     ) -> None:
         self.jobs = jobs
         self.provider_for = provider_for
         self.settings = settings
         self.ledger = ledger
         self.deliveries = deliveries
+        self.wakeups = wakeups or Wakeups()
 
     def output_path(self, job: Job) -> Path:
         return self.settings.data_dir / "outputs" / f"{job.id}.mp4"
@@ -150,7 +153,10 @@ class JobRunner:
             return
         await delivery.progress(moved)
         try:
-            handle = await provider.submit(request, job_id=job.id, webhook_url=self.webhook_url(job))
+            webhook = self.webhook_url(job, provider)
+            if webhook:
+                await provider.prepare_webhooks()
+            handle = await provider.submit(request, job_id=job.id, webhook_url=webhook)
         except ProviderError as error:
             if error.code is ErrorCode.SUBMIT_AMBIGUOUS:
                 await self._reconcile(moved, provider, error)
@@ -175,8 +181,10 @@ class JobRunner:
         elif recorded is not None:
             await delivery.progress(recorded)
 
-    def webhook_url(self, job: Job) -> str | None:
-        return None  # set by the engine when a webhook receiver runs
+    def webhook_url(self, job: Job, provider: Provider) -> str | None:
+        if not self.settings.webhook_url or provider.capabilities.webhook == "none":
+            return None
+        return callback_url(self.settings.webhook_url, job.provider, job.id)
 
     async def _record_handle(self, job: Job, handle: TaskHandle, detail: str | None = None) -> Job | None:
         return await self.jobs.transition(
@@ -236,7 +244,7 @@ class JobRunner:
                                       provider=job.provider)  # fmt: skip
                 await self.finish(job, JobState.UNKNOWN, expect=FOLLOWING, error=error)
                 return
-            await provider.wait_for_change(handle, min(wait, remaining))
+            await self._wait(provider, handle, job.id, min(wait, remaining))
             try:
                 state = await provider.poll(handle)
             except ProviderError as exc:  # a failed poll is not a failed task: keep the handle, try later
@@ -250,6 +258,23 @@ class JobRunner:
                 return
             job = await self.jobs.require(job.id)
             wait = next(delays)
+
+    async def _wait(self, provider: Provider, handle: TaskHandle, job_id: str, timeout: float) -> None:
+        """Until the next poll is due, or sooner: the provider says so, or a verified callback arrives."""
+        callback = self.wakeups.event(job_id)
+        if callback.is_set():
+            callback.clear()
+            return
+        waiters = {
+            asyncio.ensure_future(callback.wait()),
+            asyncio.ensure_future(provider.wait_for_change(handle, timeout)),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            callback.clear()
 
     async def _apply(self, job: Job, state: TaskState, delivery: Delivery) -> bool:
         """Record what a poll said; True when the job left the following states."""

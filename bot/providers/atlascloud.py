@@ -251,7 +251,14 @@ class AtlasCloudProvider(WaveSpeedProvider):
     async def prepare_webhooks(self) -> None:
         """Atlas documents no webhooks; nothing to prepare (WaveSpeed's secret endpoint is not Atlas's)."""
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, token: str | None = None) -> WebhookEvent:
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        token: str | None = None,
+        handle: TaskHandle | None = None,
+    ) -> WebhookEvent:
         raise WebhookRejected(f"{self.display_name} does not take webhooks")
 
 

@@ -264,5 +264,18 @@ class Provider(ABC):
         await fetch_output(self.http, state.output_url, dest, max_bytes=max_bytes, provider=self.name)
         return dest
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, token: str | None = None) -> WebhookEvent:
+    async def prepare_webhooks(self) -> None:
+        """Fetch what verifying callbacks needs (a signing secret, public keys) before they arrive."""
+        return None
+
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        token: str | None = None,
+        handle: TaskHandle | None = None,
+    ) -> WebhookEvent:
+        """Verify a callback and say what it reports. Signed providers check the signature; unsigned ones
+        compare `token` with the per-job token kept in `handle.extra` and return no trusted state."""
         raise WebhookRejected(f"{self.display_name} does not take webhooks")

@@ -270,7 +270,14 @@ class RunComfyProvider(HostedProvider):
         return True
 
     # --- webhooks ----------------------------------------------------------------------------------
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, token: str | None = None) -> WebhookEvent:
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        token: str | None = None,
+        handle: TaskHandle | None = None,
+    ) -> WebhookEvent:
         # RunComfy documents webhooks for its Serverless API only (`?webhook=`, unsigned); whether the Model
         # API honours them is not documented, so reelbot registers none and follows RunComfy by polling.
         raise WebhookRejected(f"{self.display_name} does not take webhooks")

@@ -188,7 +188,14 @@ class WaveSpeedProvider(HostedProvider):
     async def prepare_webhooks(self) -> None:
         await self.webhook_secret()
 
-    def parse_webhook(self, headers: Mapping[str, str], body: bytes, *, token: str | None = None) -> WebhookEvent:
+    def parse_webhook(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        token: str | None = None,
+        handle: TaskHandle | None = None,
+    ) -> WebhookEvent:
         configured = self.settings.secret("WAVESPEED_WEBHOOK_SECRET")
         secret = configured.get_secret_value() if configured else self._webhook_secret
         if not secret:
