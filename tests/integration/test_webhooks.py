@@ -94,7 +94,7 @@ async def test_a_signed_callback_finishes_the_job_without_waiting_for_the_poll(s
 
 
 async def test_forged_and_misdirected_callbacks_change_nothing(setup) -> None:
-    fake, app, engine, request, delivery, base = setup
+    fake, app, engine, request, _, base = setup
     fake.script = [Step("running")] * 100
     job = await engine.accept(request, provider="wavespeed", user_id="u1", guild_id="g")
     await submitted(app, job.id)
