@@ -84,6 +84,10 @@ def make_parser() -> argparse.ArgumentParser:
         "--max-bytes", type=int, metavar="N", help="fit the clip under N bytes (re-encoded, or a link if it can't)"
     )
 
+    commands.add_parser("run", help="run the Discord bot (needs DISCORD_TOKEN)")
+    sync = commands.add_parser("sync", help="publish the slash commands to Discord")
+    sync.add_argument("--guild", type=int, help="to one server (instant) instead of globally")
+
     worker = commands.add_parser("worker", help="run the job engine without Discord")
     worker.add_argument("--until-idle", action="store_true", help="exit when nothing is queued or in flight")
 
@@ -381,7 +385,28 @@ async def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
         return EXIT_OK
 
 
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import run
+
+    if settings.provider == "local":
+        print("no hosted provider configured: running on the local preview renderer (clips are previews)",
+              file=sys.stderr)  # fmt: skip
+    await run(settings)
+    return EXIT_OK
+
+
+async def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.app import sync
+
+    names = await sync(settings, args.guild)
+    where = f"server {args.guild}" if args.guild else "all servers (global commands can take up to an hour)"
+    print(f"synced {len(names)} commands to {where}: {', '.join(sorted(names))}")
+    return EXIT_OK
+
+
 COMMANDS = {
+    "run": cmd_run,
+    "sync": cmd_sync,
     "generate": cmd_generate,
     "price": cmd_price,
     "migrate": cmd_migrate,
@@ -395,7 +420,7 @@ COMMANDS.update(quota=cmd_quota, ledger=cmd_ledger)
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     logging.basicConfig(
-        level=os.environ.get("REELBOT_LOG_LEVEL", "WARNING").upper(),
+        level=os.environ.get("REELBOT_LOG_LEVEL", "INFO" if args.command in ("run", "worker") else "WARNING").upper(),
         format="[{asctime}] [{levelname:<7}] {name}: {message}",
         style="{",
     )

@@ -23,6 +23,7 @@ from bot.providers.base import Provider
 from bot.settings import Settings
 from bot.store.db import connect
 from bot.store.deliveries import DeliveryRepository
+from bot.store.guilds import GuildSettingsRepository
 from bot.store.jobs import Job, JobRepository
 from bot.store.migrate import migrate
 
@@ -50,6 +51,7 @@ class App:
     jobs: JobRepository
     ledger: Ledger
     deliveries: DeliveryRepository
+    guilds: GuildSettingsRepository
     media: MediaStore
     wakeups: Wakeups = field(default_factory=Wakeups)
     runner: JobRunner = field(init=False)
@@ -101,6 +103,7 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
                 jobs=JobRepository(db),
                 ledger=Ledger.from_settings(db, settings),
                 deliveries=DeliveryRepository(db),
+                guilds=GuildSettingsRepository(db),
                 media=MediaStore(settings.data_dir / "media"),
             )
             try:

@@ -85,6 +85,12 @@ class Settings(BaseSettings):
 
     # Discord
     discord_token: SecretStr | None = Field(None, validation_alias="DISCORD_TOKEN")
+    discord_api_base: str = Field("https://discord.com/api/v10", validation_alias="DISCORD_API_BASE")
+    discord_gateway_url: str | None = Field(None, validation_alias="DISCORD_GATEWAY_URL")
+    dev_guild: int | None = Field(None, validation_alias="REELBOT_DEV_GUILD")
+    # Status messages: edited on a state change at most this often, and for progress alone at most every …
+    status_state_edit_s: float = Field(1.5, ge=0, validation_alias="REELBOT_STATUS_STATE_EDIT_S")
+    status_progress_edit_s: float = Field(10.0, ge=0, validation_alias="REELBOT_STATUS_PROGRESS_EDIT_S")
 
     # Hosted providers: credentials and base URLs (a base URL points an adapter at a proxy or a test server)
     wavespeed_api_key: SecretStr | None = Field(None, validation_alias="WAVESPEED_API_KEY")

@@ -331,13 +331,20 @@ class JobRunner:
         if where is None:
             where = await delivery.deliver(job, clip)
             await self.deliveries.record(job.id, "clip", where)
-        await self.finish(job, JobState.DONE, expect=JobState.DELIVERING, charge=True, detail=f"delivered: {where}")
+        done = await self.finish(job, JobState.DONE, expect=JobState.DELIVERING, charge=True,
+                                 detail=f"delivered: {where}")  # fmt: skip
+        if done is not None:
+            await delivery.progress(done)
 
     async def fit(self, job: Job, source: Path, limit: int | None) -> Clip:
         size = source.stat().st_size
         if limit is None or size <= limit:
             return Clip(source, size)
         fitted = source.with_name(f"{job.id}.fit-{limit}.mp4")
+        # A crash mid-encode leaves bot.media.fit's temporary file (`.<name>.<random>.part.<ext>`) behind, and
+        # the redo picks a new random name: clear this job's leftovers (only its lease holder fits its clip).
+        for stale in source.parent.glob(f".{job.id}.*.part.*"):
+            stale.unlink(missing_ok=True)
         try:
             result = await asyncio.to_thread(fit_to_limit, source, fitted, limit)
             return Clip(result.path, result.size_bytes, transcoded=result.transcoded)
