@@ -17,6 +17,9 @@ from discord.ext import commands
 from bot.engine.engine import CannotCancel, Engine, NotAllowed
 from bot.ledger import InsufficientQuota
 from bot.money import fmt_usd, usd_str
+from bot.observe.discord_limits import count_discord_rate_limits
+from bot.observe.health import database_check, engine_check, gateway_check
+from bot.observe.server import OpsServer, start_ops_server
 from bot.providers.base import ProviderError
 from bot.request import InvalidRequest
 from bot.services import App
@@ -93,6 +96,8 @@ class ReelBot(commands.Bot):
         self.app = app
         self.run_engine = run_engine
         self.status_editor = StatusEditor(self)
+        self.ops: OpsServer | None = None
+        self._stop_counting_429s = lambda: None
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
@@ -106,8 +111,16 @@ class ReelBot(commands.Bot):
             await self.tree.sync(guild=guild)  # a dev guild only: never a global sync on every start
         if self.run_engine:
             await self.engine.start()
+            # Operations: 429s counted from discord.py's own log records; /healthz and /metrics when
+            # REELBOT_HTTP_PORT is set (the gateway check fails until READY, which is the truth).
+            self._stop_counting_429s = count_discord_rate_limits(self.app.metrics)
+            checks = [gateway_check(self), database_check(self.app.db), engine_check(self.engine)]
+            self.ops = await start_ops_server(settings, self.app.metrics, self.app.jobs, checks)
 
     async def close(self) -> None:
+        if self.ops is not None:
+            await self.ops.stop()
+        self._stop_counting_429s()
         await self.status_editor.close()
         if self.run_engine:
             await self.engine.stop()

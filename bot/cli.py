@@ -14,6 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from bot.cli_audit import add_commands as add_audit_commands
+from bot.cli_audit import cmd_audit
 from bot.cli_ledger import add_commands as add_ledger_commands
 from bot.cli_ledger import cmd_ledger, cmd_quota
 from bot.engine.delivery import Clip
@@ -111,6 +113,7 @@ def make_parser() -> argparse.ArgumentParser:
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true")
     add_ledger_commands(commands)  # quota grant/show/allowance, ledger verify
+    add_audit_commands(commands)  # audit export/list
     return parser
 
 
@@ -278,15 +281,20 @@ async def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from bot.observe.health import database_check, engine_check
+    from bot.observe.server import serving
+
     async with open_app(settings) as app:
         engine = app.engine(lambda job: FileDelivery(job), tick_s=1.0)
-        if args.until_idle:
-            await engine.run_until_idle()
-        else:
-            await engine.start()
-            print(f"reelbot worker running ({engine.owner}); Ctrl-C stops it, jobs resume on the next start",
-                  file=sys.stderr)  # fmt: skip
-            await asyncio.Event().wait()
+        checks = [database_check(app.db), engine_check(engine)]  # no gateway: the worker has no Discord
+        async with serving(settings, app.metrics, app.jobs, checks):  # REELBOT_HTTP_PORT, when set
+            if args.until_idle:
+                await engine.run_until_idle()
+            else:
+                await engine.start()
+                print(f"reelbot worker running ({engine.owner}); Ctrl-C stops it, jobs resume on the next start",
+                      file=sys.stderr)  # fmt: skip
+                await asyncio.Event().wait()
     return EXIT_OK
 
 
@@ -415,18 +423,15 @@ COMMANDS = {
     "cancel": cmd_cancel,
 }
 COMMANDS.update(quota=cmd_quota, ledger=cmd_ledger)
+COMMANDS.update(audit=cmd_audit)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("REELBOT_LOG_LEVEL", "INFO" if args.command in ("run", "worker") else "WARNING").upper(),
-        format="[{asctime}] [{levelname:<7}] {name}: {message}",
-        style="{",
-    )
     wants_json = getattr(args, "json", False)
     try:
         settings = load_settings()
+        _setup_logging(settings, args.command)
         return asyncio.run(COMMANDS[args.command](args, settings))
     except InvalidRequest as exc:
         if wants_json:
@@ -451,6 +456,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted — unfinished jobs resume with `reelbot worker`", file=sys.stderr)
         return 130
+
+
+def _setup_logging(settings: Settings, command: str) -> None:
+    """Once per process, after the settings are read, so that their secrets are masked from the first line."""
+    from bot.observe.logs import setup_logging
+
+    # The services log what they do; one-shot commands stay quiet unless asked (REELBOT_LOG_LEVEL).
+    default = "INFO" if command in ("run", "worker") else "WARNING"
+    level = settings.log_level if "log_level" in settings.model_fields_set else default
+    try:
+        setup_logging(level, settings.log_format, settings=settings)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _rejection(code: str, message: str, problems: list[str]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ charged after a period boundary. There is no SQL here; it lives in `bot.store.le
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -268,6 +268,15 @@ class Ledger:
         row = await self.store.policy(guild_id, conn=conn)
         return AllowancePolicy(row.amount_micros, Period(row.period)) if row else self.default_allowance
 
+    async def account_policy(self, account: AccountRow, *, conn: aiosqlite.Connection | None = None) -> AllowancePolicy:
+        """The allowance this member gets: their roles' allowance where one is set on the account (see
+        `set_allowance_override`), else the guild's; the period is always the guild's."""
+        assert account.guild_id is not None
+        policy = await self.policy(account.guild_id, conn=conn)
+        if account.allowance_override_micros is None:
+            return policy
+        return AllowancePolicy(account.allowance_override_micros, policy.period)
+
     async def _current(self, conn: aiosqlite.Connection, account_id: str, now: datetime) -> AccountRow:
         """The account with its allowance brought up to date — the lazy rollover, in the caller's transaction.
 
@@ -279,7 +288,7 @@ class Ledger:
         if account.kind != "user" or account.unlimited:
             return account
         assert account.guild_id is not None
-        policy = await self.policy(account.guild_id, conn=conn)
+        policy = await self.account_policy(account, conn=conn)
         start = iso(period_start(now, policy.period))
         at, unspent = iso(now), _free(account, Bucket.ALLOWANCE)
         if account.period_start != start:
@@ -345,9 +354,12 @@ class Ledger:
                 )  # fmt: skip
         return account_id
 
-    async def account_for_pool(self, guild_id: str, *, conn: aiosqlite.Connection | None = None) -> str:
-        """A guild's shared pool (funded by transfers and grants; no allowance of its own)."""
-        account_id = pool_account_id(guild_id)
+    async def account_for_pool(
+        self, guild_id: str, *, lot: str | None = None, conn: aiosqlite.Connection | None = None
+    ) -> str:
+        """A guild's shared pool (funded by transfers and grants; no allowance of its own). A `lot` is a part of
+        the pool with an account of its own (`pool:<guild>:<lot>`), used for money that expires (bot.pool)."""
+        account_id = pool_account_id(guild_id) if lot is None else f"{pool_account_id(guild_id)}:{lot}"
         async with self._joined(conn) as c:
             await self.store.create_account(
                 c, account_id=account_id, kind="pool", guild_id=guild_id, user_id=None, unlimited=False,
@@ -383,6 +395,26 @@ class Ledger:
                 await self._end_unlimited(c, account, actor=actor, because="an allowance was set for its guild")
         return AllowancePolicy(amount, period)
 
+    async def set_allowance_override(
+        self, account_id: str, amount: Micros | None, *, conn: aiosqlite.Connection | None = None
+    ) -> bool:
+        """Give one member an allowance of their own (their roles'), or None to follow the guild's policy again.
+
+        No entry is written here: the next read or charge applies it like a policy change mid-period (a raise
+        is topped up, a cut trims what is unspent, each once), so refreshing it on every command is cheap and a
+        member whose roles flap cannot collect more than the largest allowance once per period. True if changed.
+        """
+        if amount is not None and amount < 0:
+            raise ValueError("an allowance cannot be negative")
+        async with self._joined(conn) as c:
+            account = await self._account(c, account_id)
+            if account.kind != "user":
+                raise ValueError(f"{account_id} is not a member's account")
+            if account.allowance_override_micros == amount:
+                return False
+            await self.store.set_allowance_override(c, account_id, amount, iso(self._now()))
+        return True
+
     # --- reading ----------------------------------------------------------------------------------
 
     async def balance(self, account_id: str, *, conn: aiosqlite.Connection | None = None) -> Balance:
@@ -395,7 +427,7 @@ class Ledger:
         policy = None
         if account.kind == "user" and not account.unlimited:
             assert account.guild_id is not None
-            policy = await self.policy(account.guild_id, conn=conn)
+            policy = await self.account_policy(account, conn=conn)
         start = period_start(now, policy.period) if policy else None
         return Balance(
             account_id=account.id,
@@ -433,24 +465,55 @@ class Ledger:
         async with self._joined(conn) as c:
             if await self.store.job_entries(job_id, conn=c):
                 raise DuplicateReservation(f"job {job_id} already has a reservation")
-            now = self._now()
-            account = await self._current(c, account_id, now)
-            if account.unlimited:
-                from_allowance = 0
-            else:
-                allowance_free, extra_free = _free(account, Bucket.ALLOWANCE), _free(account, Bucket.EXTRA)
-                if amount > allowance_free + extra_free:
-                    raise await self._refusal(c, account, amount, now)
-                from_allowance = min(amount, allowance_free)
-            from_extra = amount - from_allowance
-            at = iso(now)
-            # Entry order is spending order: capture() charges the allowance part first.
-            parts = [(Bucket.ALLOWANCE, from_allowance), (Bucket.EXTRA, from_extra)]
-            parts = [(bucket, part) for bucket, part in parts if part] or [(Bucket.EXTRA, 0)]
-            for bucket, part in parts:
-                await self._append(
-                    c, account, EntryKind.RESERVE, bucket, at=at, actor=actor, reason=reason, held=part, job_id=job_id
-                )
+            return await self._hold(c, account_id, amount, job_id=job_id, actor=actor, reason=reason)
+
+    async def reserve_from(
+        self,
+        sources: Sequence[tuple[str, Micros]],
+        *,
+        job_id: str,
+        actor: str,
+        reason: str = "reserved for a job",
+        conn: aiosqlite.Connection | None = None,
+    ) -> list[Reservation]:
+        """Hold one job's price across several accounts (a member's own quota, then the server pool), each part
+        allowance first. One transaction: either every part is held or none is (InsufficientQuota names the
+        account that fell short). capture() and release() then settle all parts together, in this order, so a
+        partial capture charges the first source first; verify() reports a job settled in one account only."""
+        accounts = [account_id for account_id, _ in sources]
+        if not sources or len(set(accounts)) != len(accounts):
+            raise ValueError("a split reservation needs one or more distinct accounts")
+        if any(amount < 0 for _, amount in sources):
+            raise ValueError("a reservation cannot be negative")
+        async with self._joined(conn) as c:
+            if await self.store.job_entries(job_id, conn=c):
+                raise DuplicateReservation(f"job {job_id} already has a reservation")
+            return [
+                await self._hold(c, account_id, amount, job_id=job_id, actor=actor, reason=reason)
+                for account_id, amount in sources
+            ]
+
+    async def _hold(
+        self, c: aiosqlite.Connection, account_id: str, amount: Micros, *, job_id: str, actor: str, reason: str
+    ) -> Reservation:
+        now = self._now()
+        account = await self._current(c, account_id, now)
+        if account.unlimited:
+            from_allowance = 0
+        else:
+            allowance_free, extra_free = _free(account, Bucket.ALLOWANCE), _free(account, Bucket.EXTRA)
+            if amount > allowance_free + extra_free:
+                raise await self._refusal(c, account, amount, now)
+            from_allowance = min(amount, allowance_free)
+        from_extra = amount - from_allowance
+        at = iso(now)
+        # Entry order is spending order: capture() charges the allowance part first.
+        parts = [(Bucket.ALLOWANCE, from_allowance), (Bucket.EXTRA, from_extra)]
+        parts = [(bucket, part) for bucket, part in parts if part] or [(Bucket.EXTRA, 0)]
+        for bucket, part in parts:
+            await self._append(
+                c, account, EntryKind.RESERVE, bucket, at=at, actor=actor, reason=reason, held=part, job_id=job_id
+            )
         return Reservation(job_id, account_id, amount, from_allowance, from_extra)
 
     async def _refusal(
@@ -712,6 +775,21 @@ class Ledger:
                         job_id=hold.job_id,
                     )
                 )
+        # A job held in several accounts (its member's and the pool's) is settled in all of them or in none.
+        settled: dict[str, set[bool]] = {}
+        for hold in holds:
+            settled.setdefault(hold.job_id, set()).add(hold.resolutions > 0)
+        for job_id, states in settled.items():
+            if len(states) > 1:
+                open_in = sorted({h.account_id for h in holds if h.job_id == job_id and not h.resolutions})
+                open_held = sum(h.held_micros for h in holds if h.job_id == job_id and not h.resolutions)
+                found.append(
+                    Mismatch(
+                        account_id=open_in[0], what="job_split", expected=0, found=open_held, job_id=job_id,
+                        message=f"job {job_id} was settled in some of its accounts but still holds"
+                        f" {fmt_usd(open_held)} in {', '.join(open_in)}",
+                    )
+                )  # fmt: skip
         if transfers:
             found.append(
                 Mismatch(None, "transfers", 0, transfers, f"transfers sum to {fmt_usd(transfers)} instead of $0.00")

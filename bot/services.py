@@ -11,16 +11,25 @@ from dataclasses import dataclass, field
 import aiosqlite
 import httpx
 
+from bot.engine.approvals import ApprovalExpiry
 from bot.engine.delivery import Delivery
 from bot.engine.engine import Engine
 from bot.engine.runner import JobRunner
 from bot.engine.scheduler import Caps
 from bot.engine.webhooks import Wakeups, WebhookReceiver
+from bot.funding import Funding
+from bot.gifts import Gifts
+from bot.guild_config import GuildConfig
 from bot.ledger import Ledger
 from bot.media.ingest import MediaStore
+from bot.observe.metrics import Metrics
+from bot.pool import Pool
 from bot.providers import available, create_provider, provider_class
 from bot.providers.base import Provider
+from bot.providers.http import ProviderHTTP
+from bot.requests import QuotaRequests
 from bot.settings import Settings
+from bot.spend_cap import SpendCap
 from bot.store.db import connect
 from bot.store.deliveries import DeliveryRepository
 from bot.store.guilds import GuildSettingsRepository
@@ -54,18 +63,38 @@ class App:
     guilds: GuildSettingsRepository
     media: MediaStore
     wakeups: Wakeups = field(default_factory=Wakeups)
+    metrics: Metrics = field(default_factory=Metrics)  # this App's own registry: never the global default
     runner: JobRunner = field(init=False)
+    # Server administration: settings (allowance kept in the ledger), the pool, gifts, the daily spend cap,
+    # and `funding`, which decides at acceptance who pays for a job.
+    guild_config: GuildConfig = field(init=False)
+    pool: Pool = field(init=False)
+    gifts: Gifts = field(init=False)
+    spend_cap: SpendCap = field(init=False)
+    funding: Funding = field(init=False)
+    # members' quota requests and the moderators' decisions on them
+    requests: QuotaRequests = field(init=False)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _engine: Engine | None = None
 
     def __post_init__(self) -> None:
-        self.runner = JobRunner(self.jobs, self.provider, self.settings, self.ledger, self.deliveries, self.wakeups)
+        self.runner = JobRunner(self.jobs, self.provider, self.settings, self.ledger, self.deliveries, self.wakeups,
+                                metrics=self.metrics)  # fmt: skip
+        self.guild_config = GuildConfig(self.db, self.ledger, self.guilds)
+        self.pool = Pool(self.db, self.ledger, owner_ids=self.settings.owner_ids)
+        self.gifts = Gifts(self.db, self.ledger, self.guild_config)
+        self.spend_cap = SpendCap(self.db, self.settings.daily_spend_cap_micros, clock=self.ledger.clock)
+        self.funding = Funding(self.ledger, self.guild_config, self.pool, self.spend_cap)
+        self.requests = QuotaRequests(self.db, self.ledger, self.guilds)
 
     def provider(self, name: str | None = None) -> Provider:
         """One adapter instance per provider for the app's lifetime (it may hold tasks and rate limits)."""
         name = name or self.settings.provider
         if name not in self._providers:
-            self._providers[name] = create_provider(name, self.settings, self.http)
+            adapter = self._providers[name] = create_provider(name, self.settings, self.http)
+            api = getattr(adapter, "api", None)  # hosted adapters talk through one ProviderHTTP
+            if isinstance(api, ProviderHTTP):
+                api.observer = self.metrics.provider_request
         return self._providers[name]
 
     def engine(self, delivery_for: DeliveryFactory | None = None, *, tick_s: float = 5.0) -> Engine:
@@ -80,7 +109,11 @@ class App:
             self._engine = Engine(
                 jobs=self.jobs, ledger=self.ledger, runner=self.runner, provider_for=self.provider,
                 delivery_for=delivery_for, caps=caps_from(self.settings), tick_s=tick_s, receiver=receiver,
+                funding=self.funding,
             )  # fmt: skip
+            self._engine.maintenance.append(self.pool.expire_pool_grants)
+            # jobs nobody approved within the server's approval timeout are released
+            self._engine.maintenance.append(ApprovalExpiry(self._engine, self.guilds.get, clock=self.ledger.clock))
         return self._engine
 
     async def aclose(self) -> None:

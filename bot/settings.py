@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("reelbot-data"), validation_alias="REELBOT_DATA_DIR")
     provider: str = Field("local", validation_alias="REELBOT_PROVIDER")
     log_level: str = Field("INFO", validation_alias="REELBOT_LOG_LEVEL")
+    # text: readable lines; json: one JSON object per line (time, level, logger, message, job fields)
+    log_format: Literal["text", "json"] = Field("text", validation_alias="REELBOT_LOG_FORMAT")
+
+    # Operations endpoint for `run` and `worker`: /healthz and /metrics (unset: no server)
+    http_port: int | None = Field(None, ge=0, le=65535, validation_alias="REELBOT_HTTP_PORT")
+    http_host: str = Field("0.0.0.0", validation_alias="REELBOT_HTTP_HOST")
 
     # Job engine
     poll_first_s: float = Field(10.0, gt=0, validation_alias="REELBOT_POLL_FIRST_S")
@@ -62,6 +68,10 @@ class Settings(BaseSettings):
     allowance_period: Literal["daily", "weekly", "monthly"] = Field(
         "daily", validation_alias="REELBOT_ALLOWANCE_PERIOD"
     )
+    # The bot's owners (Discord user ids, comma-separated): they fund pools anywhere and are told about the cap
+    owner_ids_text: str = Field("", validation_alias="REELBOT_OWNER_IDS")
+    # What all servers together may commit per UTC day on the operator's provider account (unset: no cap)
+    daily_spend_cap_usd: str | None = Field(None, validation_alias="REELBOT_DAILY_SPEND_CAP_USD")
 
     # Scheduling: how many jobs run at once, in all and per member / server / provider (<NAME>_MAX_CONCURRENCY)
     max_concurrency: int = Field(16, ge=1, validation_alias="REELBOT_MAX_CONCURRENCY")
@@ -123,6 +133,32 @@ class Settings(BaseSettings):
         if usd(value) < 0:  # usd() itself rejects what is not an exact dollar amount
             raise ValueError(f"{value!r} is negative: an allowance is 0 or more dollars")
         return str(value).strip()
+
+    @field_validator("owner_ids_text", mode="before")
+    @classmethod
+    def _owner_ids(cls, value: Any) -> str:
+        ids = [part.strip() for part in str(value or "").split(",") if part.strip()]
+        bad = [part for part in ids if not part.isdigit()]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a Discord user id: use comma-separated numbers")
+        return ",".join(ids)
+
+    @field_validator("daily_spend_cap_usd", mode="before")
+    @classmethod
+    def _cap(cls, value: Any) -> str | None:
+        if value is None or not str(value).strip():
+            return None
+        if usd(value) < 0:  # usd() itself rejects what is not an exact dollar amount
+            raise ValueError(f"{value!r} is negative: the cap is 0 or more dollars")
+        return str(value).strip()
+
+    @property
+    def owner_ids(self) -> frozenset[str]:
+        return frozenset(part for part in self.owner_ids_text.split(",") if part)
+
+    @property
+    def daily_spend_cap_micros(self) -> int | None:
+        return None if self.daily_spend_cap_usd is None else usd(self.daily_spend_cap_usd)
 
     @model_validator(mode="after")
     def _known_provider(self) -> Settings:

@@ -9,6 +9,7 @@ response message into the job's status message and opens a thread from it for th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ class Generate(commands.Cog):
         keep_original_sound="Keep the reference video's sound", tier="Quality tier",
         shot_type="How shots are cut", multi_prompt=MULTI_PROMPT_HELP,
     )  # fmt: skip
-    @app_commands.guild_only()
+    @app_commands.allowed_contexts(guilds=True, dms=True, private_channels=False)
+    @app_commands.allowed_installs(guilds=True, users=False)
     async def generate(
         self,
         interaction: discord.Interaction,
@@ -140,12 +142,58 @@ class Generate(commands.Cog):
             raw, cost, estimate = await self.precheck(interaction, prompt, images, video, options, multi_prompt)
         except Refusal as refusal:
             await interaction.response.send_message(str(refusal), ephemeral=True)
+            self.acknowledged(interaction, "message")
+            return
+        guild = await self.bot.app.guilds.get(str(interaction.guild_id) if interaction.guild_id else None)
+        if cost > guild.confirm_threshold_micros:
+            await self.confirmed_run(interaction, raw, images, video, cost, estimate)
             return
         await interaction.response.defer(thinking=True)
+        self.acknowledged(interaction, "defer")
         try:
-            await self.run_command(interaction, raw, images, video, cost, estimate)
+            request = await self.receive(raw, images, video)
+            job = await self.accept(interaction, request)
         except Refusal as refusal:
             await self.withdraw(interaction, str(refusal))
+            return
+        await self.place(interaction, job)
+
+    async def confirmed_run(
+        self,
+        interaction: discord.Interaction,
+        raw: RawRequest,
+        images: list[discord.Attachment],
+        video: discord.Attachment | None,
+        cost: int,
+        estimate: bool,
+    ) -> None:
+        """Above the server's threshold the member first sees the cost privately, with Confirm/Cancel.
+        The attachments download meanwhile (their links expire); nothing is reserved until Confirm."""
+        view = ConfirmView(interaction.user.id)
+        note = " (an estimate: this provider does not publish its price)" if estimate else ""
+        await interaction.response.send_message(f"This clip will cost **{fmt_usd(cost)}**{note}. Go ahead?",
+                                                view=view, ephemeral=True)  # fmt: skip
+        self.acknowledged(interaction, "confirm")
+        received = asyncio.create_task(self.receive(raw, images, video))
+        await view.wait()
+        if not view.confirmed:
+            received.cancel()
+            if view.confirmed is None:  # timed out: say so on the private message
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.edit_original_response(content="Not confirmed in time; nothing was charged.",
+                                                             view=None)  # fmt: skip
+            return
+        try:
+            job = await self.accept(interaction, await received)
+        except Refusal as refusal:
+            await interaction.followup.send(str(refusal), ephemeral=True)
+            return
+        await self.place(interaction, job, respond=False)
+
+    def acknowledged(self, interaction: discord.Interaction, response: str, command: str = "generate") -> None:
+        """Metrics: how long the member waited for our first answer (Discord allows 3 s)."""
+        waited = (discord.utils.utcnow() - interaction.created_at).total_seconds()
+        self.bot.app.metrics.observe_ack(waited, command=command, response=response)
 
     # --- before deferring: only what is instant ----------------------------------------------------
     async def precheck(
@@ -220,40 +268,24 @@ class Generate(commands.Cog):
             problems += [_option_words(v) for v in exc.violations]
             return None
 
-    # --- after deferring ---------------------------------------------------------------------------
-    async def run_command(
-        self,
-        interaction: discord.Interaction,
-        raw: RawRequest,
-        images: list[discord.Attachment],
-        video: discord.Attachment | None,
-        cost: int,
-        estimate: bool,
-    ) -> None:
-        # Download at once: interaction attachments are ephemeral and their CDN links expire.
-        files = await asyncio.gather(*(a.read() for a in images))
-        raw.images = [(a.filename, data) for a, data in zip(images, files, strict=True)]
-        if video is not None:
-            raw.video = (video.filename, await video.read())
+    # --- after acknowledging ----------------------------------------------------------------------
+    async def receive(
+        self, raw: RawRequest, images: list[discord.Attachment], video: discord.Attachment | None
+    ) -> GenerationRequest:
+        """Download at once (interaction attachments are ephemeral and their links expire), then check."""
         try:
-            request = await build_request(raw, self.bot.app.media, self.bot.app.http)
+            files = await asyncio.gather(*(a.read() for a in images))
+            raw.images = [(a.filename, data) for a, data in zip(images, files, strict=True)]
+            if video is not None:
+                raw.video = (video.filename, await video.read())
+        except discord.HTTPException as exc:
+            raise Refusal(f"I couldn't download your attachments (Discord answered {exc.status}); "
+                          "please attach them again.") from None  # fmt: skip
+        try:
+            return await build_request(raw, self.bot.app.media, self.bot.app.http)
         except InvalidRequest as exc:
             lines = "\n".join(f"- {_option_words(v)}" for v in exc.violations)
             raise Refusal(f"I can't make that clip:\n{lines}") from None
-        guild = await self.bot.app.guilds.get(str(interaction.guild_id) if interaction.guild_id else None)
-        if cost > guild.confirm_threshold_micros and not await self.confirm(interaction, cost, estimate):
-            await self.withdraw(interaction, None)
-            return
-        job = await self.accept(interaction, request)
-        await self.place(interaction, job)
-
-    async def confirm(self, interaction: discord.Interaction, cost: int, estimate: bool) -> bool:
-        view = ConfirmView(interaction.user.id)
-        note = " (an estimate: this provider does not publish its price)" if estimate else ""
-        await interaction.followup.send(f"This clip will cost **{fmt_usd(cost)}**{note}. Go ahead?", view=view,
-                                        ephemeral=True)  # fmt: skip
-        await view.wait()
-        return bool(view.confirmed)
 
     async def accept(self, interaction: discord.Interaction, request: GenerationRequest) -> Job:
         channel = interaction.channel
@@ -274,14 +306,18 @@ class Generate(commands.Cog):
         except InvalidRequest as exc:
             raise Refusal("I can't make that clip:\n" + "\n".join(f"- {v}" for v in exc.violations)) from None
 
-    async def place(self, interaction: discord.Interaction, job: Job) -> None:
-        """Turn the command's response into the status message and open the job's thread from it."""
+    async def place(self, interaction: discord.Interaction, job: Job, *, respond: bool = True) -> None:
+        """Turn the command's response into the status message (or, when the response was the private
+        confirmation, post one) and open the job's thread from it."""
         embed = self.status(job)
         channel = interaction.channel
-        try:
-            message: discord.Message = await interaction.edit_original_response(content=None, embed=embed)
-        except discord.HTTPException as exc:  # e.g. the interaction token was rejected: carry on with our own
-            log.info("job %s: original response not editable (%s); posting a status message", job.id, exc)
+        message: discord.Message | discord.PartialMessage | None = None
+        if respond:
+            try:
+                message = await interaction.edit_original_response(content=None, embed=embed)
+            except discord.HTTPException as exc:  # e.g. the interaction token was rejected: carry on with ours
+                log.info("job %s: original response not editable (%s); posting a status message", job.id, exc)
+        if message is None:
             message = await self.bot.get_partial_messageable(interaction.channel_id).send(embed=embed)  # type: ignore[arg-type]
         thread_id = interaction.channel_id
         if isinstance(channel, discord.TextChannel):
@@ -316,6 +352,7 @@ class Generate(commands.Cog):
     async def start_follow_up(self, interaction: discord.Interaction, source: Job, request: GenerationRequest) -> None:
         """A new job in the same thread as `source`, paid by the member who asked for it."""
         await interaction.response.defer(ephemeral=True, thinking=True)
+        self.acknowledged(interaction, "defer", command="follow_up")
         try:
             job = await self.bot.engine.accept(
                 request, provider=source.provider, user_id=str(interaction.user.id), guild_id=source.guild_id,

@@ -11,20 +11,26 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from bot.engine import approvals
 from bot.engine.delivery import Delivery
 from bot.engine.runner import JobRunner
 from bot.engine.scheduler import HOLDS_PROVIDER_SLOT, IN_FLIGHT, Caps, queue_positions, startable
 from bot.engine.states import JobState
 from bot.engine.webhooks import WebhookReceiver, listen_address
-from bot.ledger import Ledger
+from bot.ledger import InsufficientQuota, Ledger
+from bot.observe.logs import job_context
 from bot.providers.base import ErrorCode, Provider, ProviderError
 from bot.request import GenerationRequest, InvalidRequest
+from bot.spend_cap import SpendCapReached
 from bot.store.db import transaction
 from bot.store.jobs import Job, JobRepository, new_job_id
+
+if TYPE_CHECKING:
+    from bot.funding import Funding
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +39,8 @@ RESPAWN_AFTER_CRASH_S = 30.0
 MAX_CRASHES = 3  # a job that keeps hitting a bug is failed (and released) rather than retried for ever
 # States an engine drives on its own; QUEUED waits for the scheduler, AWAITING_APPROVAL for a moderator.
 RESUMABLE = IN_FLIGHT
+# The engine's long-lived tasks, as /healthz names them.
+LOOP_NAMES = {"engine-dispatch": "dispatcher", "engine-leases": "lease renewal loop"}
 
 
 class NotAllowed(Exception):
@@ -70,10 +78,19 @@ class Engine:
         caps: Caps,
         tick_s: float = 5.0,
         receiver: WebhookReceiver | None = None,
+        funding: Funding | None = None,
     ) -> None:
         self.jobs = jobs
+        # Who pays for a job (spend cap, role allowances, the pool); None: the member's own account only.
+        self.funding = funding
+        # Told (once per UTC day, across processes) when the daily spend cap first refuses a job.
+        self.on_spend_cap_reached: Callable[[SpendCapReached], Awaitable[None]] | None = None
+        # Housekeeping run from the dispatch loop at most once per tick (e.g. expiring pool grants).
+        self.maintenance: list[Callable[[], Awaitable[object]]] = []
+        self._maintained_at: float | None = None
         self.ledger = ledger
         self.runner = runner
+        self.metrics = runner.metrics  # one set of metrics per App, reached through its runner
         self.provider_for = provider_for
         self.delivery_for = delivery_for
         self.caps = caps
@@ -98,27 +115,56 @@ class Engine:
         channel_id: str | None = None,
         delivery: dict[str, Any] | None = None,
         state: JobState = JobState.QUEUED,
+        role_ids: Sequence[str] | None = None,
     ) -> Job:
         """Price the request, reserve its cost and record the job — all in one transaction, so money is
         never held for a job that does not exist, nor a job queued without its money held.
-        Raises InvalidRequest (the provider cannot take it) or InsufficientQuota."""
+        Raises InvalidRequest (the provider cannot take it), InsufficientQuota (PoolDrawRefused when the pool
+        cannot cover the rest) or SpendCapReached. `role_ids`: the member's roles, for their roles' allowance."""
         adapter = self.provider_for(provider)
         refused = adapter.check(request)
         if refused:
             raise InvalidRequest(refused)
         quote = adapter.quote(request)
         job_id = new_job_id()
-        async with transaction(self.jobs.db) as conn:
-            account = await self.ledger.account_for_user(guild_id or "", user_id, conn=conn)
-            job = await self.jobs.create(
-                request=request, provider=provider, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
-                cost_micros=quote.micros, price_is_estimate=quote.estimate, state=state, job_id=job_id,
-                delivery=delivery, conn=conn,
-            )  # fmt: skip
-            await self.ledger.reserve(account, quote.micros, job_id=job_id, actor=user_id,
-                                      reason=f"{quote.basis} on {provider}", conn=conn)  # fmt: skip
+        try:
+            async with transaction(self.jobs.db) as conn:
+                job = await self.jobs.create(
+                    request=request, provider=provider, user_id=user_id, guild_id=guild_id, channel_id=channel_id,
+                    cost_micros=quote.micros, price_is_estimate=quote.estimate, state=state, job_id=job_id,
+                    delivery=delivery, conn=conn,
+                )  # fmt: skip
+                reason = f"{quote.basis} on {provider}"
+                if self.funding is not None:  # the daily spend cap, the roles' allowance, the pool for the rest
+                    await self.funding.reserve_job(
+                        conn, job_id=job_id, guild_id=guild_id or "", user_id=user_id, amount=quote.micros,
+                        actor=user_id, reason=reason, role_ids=role_ids,
+                    )  # fmt: skip
+                else:
+                    account = await self.ledger.account_for_user(guild_id or "", user_id, conn=conn)
+                    await self.ledger.reserve(account, quote.micros, job_id=job_id, actor=user_id, reason=reason,
+                                              conn=conn)  # fmt: skip
+        except InsufficientQuota:
+            self.metrics.reservation("refused")
+            raise
+        except SpendCapReached as refused:
+            self.metrics.reservation("refused")
+            await self._spend_cap_reached(refused)
+            raise
+        self.metrics.reservation("accepted")  # counted once committed: a rolled-back hold is no reservation
         self.wake()
         return job
+
+    async def _spend_cap_reached(self, refused: SpendCapReached) -> None:
+        """Remember the day's refusal (the job's own transaction was rolled back) and tell the owners once."""
+        if self.funding is None:
+            return
+        try:
+            await self.funding.spend_cap.record_refusal(refused)
+            if self.on_spend_cap_reached is not None and await self.funding.spend_cap.mark_owner_told(refused.day):
+                await self.on_spend_cap_reached(refused)
+        except Exception:
+            log.exception("could not record or report that the daily spend cap was reached")
 
     # --- running ------------------------------------------------------------------------------------
     def wake(self) -> None:
@@ -149,6 +195,7 @@ class Engine:
         for task in [*self._loops, *self._tasks.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.runner.drain(self.runner.settings.http_submit_timeout_s + 5)
         for job_id in list(self._tasks):
             await self.jobs.release_lease(job_id, self.owner)
         self._tasks.clear()
@@ -187,6 +234,7 @@ class Engine:
                 await self._dispatch()
             except Exception:
                 log.exception("dispatch failed; trying again")
+            await self._maintain()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancel that stop() sends
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.tick_s):
@@ -208,6 +256,18 @@ class Engine:
                 await self.jobs.update(job_id, queue_position=position)
                 with contextlib.suppress(Exception):
                     await self.delivery_for(job).progress(await self.jobs.require(job_id))
+
+    async def _maintain(self) -> None:
+        """Run the periodic housekeeping (wakes make ticks frequent: at most once per tick_s)."""
+        now = asyncio.get_running_loop().time()
+        if not self.maintenance or (self._maintained_at is not None and now - self._maintained_at < self.tick_s):
+            return
+        self._maintained_at = now
+        for task in self.maintenance:
+            try:
+                await task()
+            except Exception:
+                log.exception("periodic maintenance %s failed; trying again next tick", getattr(task, "__name__", task))
 
     async def _dead_owners(self) -> set[str]:
         """Lease owners on this host whose process is gone (killed, crashed): their jobs are free now."""
@@ -251,7 +311,8 @@ class Engine:
         unless it keeps happening, then fail it with a reference so the owner is told and not charged."""
         count = self._crashes[job_id] = self._crashes.get(job_id, 0) + 1
         reference = f"{job_id}-{count}"
-        log.exception("job %s: the engine hit an error (ref %s)", job_id, reference, exc_info=exc)
+        with job_context(job_id):
+            log.exception("job %s: the engine hit an error (ref %s)", job_id, reference, exc_info=exc)
         if count < MAX_CRASHES:
             return True
         job = await self.jobs.require(job_id)
@@ -300,12 +361,40 @@ class Engine:
                 return moved
         raise CannotCancel(f"job {job_id} kept changing state; try again")
 
+    # --- approval (bot.engine.approvals) -------------------------------------------------------------
+    async def approve_job(self, job_id: str, *, moderator_id: str) -> Job:
+        """A moderator lets a job waiting for approval run: it joins the queue. Raises ApprovalError."""
+        return await approvals.approve_job(self, job_id, moderator_id=moderator_id)
+
+    async def deny_job(self, job_id: str, *, moderator_id: str, reason: str) -> Job:
+        """A moderator refuses a waiting job: cancelled, released, the member told why. Raises ApprovalError."""
+        return await approvals.deny_job(self, job_id, moderator_id=moderator_id, reason=reason)
+
     # --- for displays -------------------------------------------------------------------------------
     async def position(self, job_id: str) -> int | None:
         return queue_positions(await self.jobs.list_in({JobState.QUEUED})).get(job_id)
 
     def in_flight(self) -> int:
         return len(self._tasks)
+
+    # --- for /healthz -------------------------------------------------------------------------------
+    def health(self) -> list[str]:
+        """What is wrong with the engine's own loops, in plain words; empty while it dispatches and renews
+        its leases. (A loop that dies leaves jobs queued and leases lapsing with no error anywhere else.)"""
+        if not self._loops:
+            return ["the engine is not running"]
+        problems = []
+        for task in self._loops:
+            what = LOOP_NAMES.get(task.get_name(), task.get_name())
+            if not task.done():
+                continue
+            if task.cancelled():
+                problems.append(f"the {what} was cancelled")
+            elif (error := task.exception()) is not None:
+                problems.append(f"the {what} died: {error!r}")
+            else:
+                problems.append(f"the {what} stopped")
+        return problems
 
 
 __all__ = ["HOLDS_PROVIDER_SLOT", "CannotCancel", "Caps", "Engine", "NotAllowed"]

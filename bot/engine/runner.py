@@ -11,15 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import aiosqlite
 
 from bot.engine.delivery import Clip, Delivery
 from bot.engine.states import JobState
 from bot.engine.webhooks import Wakeups, callback_url
 from bot.ledger import Ledger, UnknownReservation
 from bot.media.fit import CannotFit, fit_to_limit, poster_frame
+from bot.observe.logs import job_context
+from bot.observe.metrics import Metrics
 from bot.providers.base import ErrorCode, Provider, ProviderError, TaskHandle, TaskState, TaskStatus
 from bot.settings import Settings
 from bot.store.db import transaction
@@ -47,6 +51,8 @@ def parse_iso(text: str) -> datetime:
 
 
 def age_s(job: Job) -> float:
+    """How long the job has been on its way: from its approval when it waited for one (the wait for a
+    moderator does not eat into the job deadline), else from its creation."""
     return (datetime.now(UTC) - parse_iso(job.created_at)).total_seconds()
 
 
@@ -59,19 +65,28 @@ class JobRunner:
         ledger: Ledger,
         deliveries: DeliveryRepository,
         wakeups: Wakeups | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.jobs = jobs
+        self.metrics = metrics or Metrics()
         self.provider_for = provider_for
         self.settings = settings
         self.ledger = ledger
         self.deliveries = deliveries
         self.wakeups = wakeups or Wakeups()
+        self._sending: set[asyncio.Future[None]] = set()
 
     def output_path(self, job: Job) -> Path:
         return self.settings.data_dir / "outputs" / f"{job.id}.mp4"
 
     async def drive(self, job_id: str, delivery: Delivery) -> Job:
         """Run the job until it is finished (or waits for a moderator); returns its latest record."""
+        job = await self.jobs.require(job_id)
+        # Every line logged while driving it (here, in its provider, in media) carries the job's ids.
+        with job_context(job.id, guild_id=job.guild_id, provider=job.provider):
+            return await self._run_states(job_id, delivery)
+
+    async def _run_states(self, job_id: str, delivery: Delivery) -> Job:
         while True:
             job = await self.jobs.require(job_id)
             if job.state.finished:
@@ -101,9 +116,12 @@ class JobRunner:
         error: ProviderError | None = None,
         charge: bool = False,
         detail: str | None = None,
+        actor: str = ENGINE_ACTOR,
+        also: Callable[[aiosqlite.Connection, Job], Awaitable[object]] | None = None,
     ) -> Job | None:
         """Move to a final state and settle the money in one transaction. Returns None if the job had
-        already moved on (a race lost: the winner settled it)."""
+        already moved on (a race lost: the winner settled it). `actor` signs the ledger entry (a moderator
+        denying a job); `also` writes more in the same transaction (the admin action recording why)."""
         changes: dict[str, object] = {}
         if error is not None:
             changes.update(error_code=error.code.value, error_message=error.message)
@@ -118,12 +136,15 @@ class JobRunner:
                 return None
             try:
                 if charge:
-                    await self.ledger.capture(job.id, actor=ENGINE_ACTOR, reason=detail or "clip delivered", conn=conn)
+                    await self.ledger.capture(job.id, actor=actor, reason=detail or "clip delivered", conn=conn)
                 else:
                     why = error.plain if error else f"job {target.value}"
-                    await self.ledger.release(job.id, actor=ENGINE_ACTOR, reason=why[:500], conn=conn)
+                    await self.ledger.release(job.id, actor=actor, reason=why[:500], conn=conn)
             except UnknownReservation:
                 log.warning("job %s has no reservation to settle", job.id)
+            if also is not None:
+                await also(conn, moved)
+        self.metrics.job_finished(moved)  # after the commit: a rolled-back move did not happen
         return moved
 
     async def report_failure(self, job: Job, delivery: Delivery) -> None:
@@ -152,6 +173,20 @@ class JobRunner:
         if moved is None:
             return
         await delivery.progress(moved)
+        # Shielded: a shutdown must not cut a send in half and leave the job ambiguous when waiting a
+        # moment would have settled it. Engine.stop() waits for these to finish.
+        send = asyncio.ensure_future(self._send(job, moved, provider, delivery))
+        self._sending.add(send)
+        send.add_done_callback(self._sending.discard)
+        await asyncio.shield(send)
+
+    async def drain(self, timeout: float) -> None:
+        """Let sends in progress finish and record their outcome (called on shutdown)."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=timeout)
+
+    async def _send(self, job: Job, moved: Job, provider: Provider, delivery: Delivery) -> None:
+        request = job.request
         try:
             webhook = self.webhook_url(job, provider)
             if webhook:

@@ -33,6 +33,9 @@ _MAYBE_SENT = (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.Wri
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Classifier = Callable[[httpx.Response, Any], ProviderError]
+# Told of every exchange: (provider, method, HTTP status — or the transport failure's name when none came).
+# Metrics hang here without this module importing them.
+RequestObserver = Callable[[str, str, int | str], None]
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class ProviderHTTP:
         self.submit_timeout = httpx.Timeout(submit_timeout_s, connect=min(10.0, submit_timeout_s))
         self.retry = retry or RetryPolicy()
         self.calls = 0  # every HTTP request made, for metrics and tests
+        self.observer: RequestObserver | None = None
 
     def url(self, path_or_url: str) -> str:
         return urljoin(self.base_url, path_or_url.lstrip("/")) if "://" not in path_or_url else path_or_url
@@ -227,10 +231,12 @@ class ProviderHTTP:
                 timeout=timeout,
             )  # fmt: skip
         except _NOT_SENT as exc:
+            self._observe(method, type(exc).__name__)
             if ambiguous:
                 raise _NotSent(type(exc).__name__) from None
             raise self._error(ErrorCode.PROVIDER_TRANSIENT, f"could not connect ({type(exc).__name__})") from None
         except (*_MAYBE_SENT, httpx.TransportError) as exc:
+            self._observe(method, type(exc).__name__)
             what = "timed out" if isinstance(exc, httpx.TimeoutException) else f"broke off ({type(exc).__name__})"
             if ambiguous:
                 raise self._error(
@@ -238,6 +244,7 @@ class ProviderHTTP:
                 ) from None
             raise self._error(ErrorCode.PROVIDER_TRANSIENT, f"the request {what}") from None
         log.debug("%s %s %s -> %d", self.provider, method, safe_url(url), response.status_code)
+        self._observe(method, response.status_code)
         try:
             body = _decode(response)
         except ValueError:
@@ -254,6 +261,13 @@ class ProviderHTTP:
             raise self._error(ErrorCode.SUBMIT_AMBIGUOUS, f"{error.message} (a gateway error; the job may exist)",
                               http_status=response.status_code)  # fmt: skip
         raise error
+
+    def _observe(self, method: str, status: int | str) -> None:
+        if self.observer is not None:
+            try:
+                self.observer(self.provider, method, status)
+            except Exception:  # counting must never break a provider call
+                log.exception("the request observer failed")
 
 
 class _NotSent(Exception):

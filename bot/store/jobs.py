@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from dataclasses import dataclass, fields
 from typing import Any
@@ -12,6 +13,8 @@ import aiosqlite
 from bot.engine.states import UNFINISHED, JobState, can_move
 from bot.request import GenerationRequest
 from bot.store.db import now_iso, transaction
+
+log = logging.getLogger(__name__)
 
 
 class IllegalTransition(RuntimeError):
@@ -59,6 +62,9 @@ class Job:
     cancel_requested_by: str | None = None
     lease_owner: str | None = None
     lease_expires_at: str | None = None
+    # who let it out of awaiting_approval, and when (migration 0006); its deadline counts from then
+    approved_by: str | None = None
+    approved_at: str | None = None
 
     @property
     def request(self) -> GenerationRequest:
@@ -202,6 +208,9 @@ class JobRepository:
         )
         if current.state != target:
             await self._event(conn, job_id, current.state, target, detail, at)
+            # Every move of every job, whoever makes it (engine, cancel, moderator), with the job's ids as fields.
+            log.info("job %s: %s -> %s%s", job_id, current.state.value, target.value, f" ({detail})" if detail else "",
+                     extra={"job_id": job_id, "guild_id": current.guild_id, "provider": current.provider})  # fmt: skip
         return await self.get(job_id, conn=conn)
 
     async def update(self, job_id: str, **changes: Any) -> None:
@@ -256,6 +265,12 @@ class JobRepository:
         )
         async with self.db.execute(sql, (since,)) as cursor:
             return [Job.from_row(row) for row in await cursor.fetchall()]
+
+    async def count_by_state_and_provider(self) -> dict[tuple[str, str], int]:
+        """{(state, provider): jobs}, for the metrics gauge: one GROUP BY, one pass, whatever the table's size."""
+        sql = "SELECT state, provider, COUNT(*) FROM jobs GROUP BY state, provider"
+        async with self.db.execute(sql) as cursor:
+            return {(str(row[0]), str(row[1])): int(row[2]) for row in await cursor.fetchall()}
 
     async def list_unfinished(self) -> list[Job]:
         marks = ",".join("?" for _ in UNFINISHED)

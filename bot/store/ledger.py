@@ -26,6 +26,8 @@ class AccountRow:
     period_granted_micros: int
     created_at: str
     updated_at: str
+    # The member's allowance from their roles (migration 0005); None: the guild's policy applies.
+    allowance_override_micros: int | None = None
 
     @classmethod
     def from_row(cls, row: aiosqlite.Row) -> AccountRow:
@@ -142,6 +144,14 @@ class LedgerRepository:
         await conn.execute(
             "UPDATE accounts SET period_start = ?, period_granted_micros = ?, updated_at = ? WHERE id = ?",
             (period_start, granted_micros, at, account_id),
+        )
+
+    async def set_allowance_override(
+        self, conn: aiosqlite.Connection, account_id: str, amount_micros: int | None, at: str
+    ) -> None:
+        await conn.execute(
+            "UPDATE accounts SET allowance_override_micros = ?, updated_at = ? WHERE id = ?",
+            (amount_micros, at, account_id),
         )
 
     async def unlimited_users(self, conn: aiosqlite.Connection, guild_id: str) -> list[str]:

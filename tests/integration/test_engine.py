@@ -277,3 +277,21 @@ async def test_fair_queue_positions_are_recorded(tmp_path: Path) -> None:
         positions = [(await app.jobs.require(j.id)).queue_position for j in alice[1:]]
         assert positions == [1, 2]
         await engine.stop()
+
+
+async def test_a_stop_during_a_submit_lets_it_finish_instead_of_leaving_it_ambiguous(
+    tmp_path: Path, fake_ws: FakeWaveSpeed
+) -> None:
+    from tests.fakes.providers.harness import Slow
+
+    fake_ws.fail_next("submit", Slow(0.4))  # the provider takes a moment to answer the submit
+    fake_ws.script = [Step("running")] * 1000
+    async with opened(tmp_path, **ws_env(fake_ws)) as (app, engine, _):
+        await funded(app, "u1", "1.00")
+        job = await engine.accept(await a_request(app), provider="wavespeed", user_id="u1", guild_id="g1")
+        await engine.start()
+        await wait_for(app, job.id, {JobState.SUBMITTING})
+        await engine.stop()  # a shutdown while the request is on the wire
+        stopped = await app.jobs.require(job.id)
+        assert stopped.state is JobState.SUBMITTED and stopped.provider_task_id  # recorded, not ambiguous
+        assert fake_ws.count("submit") == 1
