@@ -27,11 +27,12 @@ from bot.settings import Settings
 from bot.store.jobs import Job
 from cogs.delivery import DiscordDelivery, StatusEditor
 from cogs.messages import describe_request
+from cogs.moderation import CARD_ITEMS
 from cogs.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.generate", "cogs.jobs", "cogs.quota")
+EXTENSIONS = ("cogs.generate", "cogs.jobs", "cogs.quota", "cogs.admin")
 
 
 def point_at(settings: Settings) -> None:
@@ -102,8 +103,9 @@ class ReelBot(commands.Bot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *CARD_ITEMS)
         self.engine = self.app.engine(lambda job: DiscordDelivery(self, job))
+        self.engine.on_spend_cap_reached = self.tell_owners_spend_cap
         settings = self.app.settings
         if settings.dev_guild:
             guild = discord.Object(settings.dev_guild)
@@ -125,6 +127,15 @@ class ReelBot(commands.Bot):
         if self.run_engine:
             await self.engine.stop()
         await super().close()
+
+    async def tell_owners_spend_cap(self, refused: Any) -> None:
+        """Called once per UTC day (the core guarantees it) when the daily spend cap first refuses a job."""
+        for owner in self.app.settings.owner_ids:
+            try:
+                user = await self.fetch_user(int(owner))
+                await user.send(refused.owner_message())
+            except (discord.HTTPException, ValueError) as exc:
+                log.warning("could not tell owner %s about the spend cap: %s", owner, exc)
 
     @property
     def generate(self) -> Any:

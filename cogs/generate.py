@@ -19,13 +19,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.engine.states import JobState
 from bot.intake import RawRequest, build_request, parse_shots
 from bot.ledger import InsufficientQuota
 from bot.media.inspect import IMAGE_MAX_BYTES, VIDEO_MAX_BYTES
 from bot.money import fmt_usd
 from bot.request import GenerationRequest, InvalidRequest, MediaRef, Violation
+from bot.spend_cap import SpendCapReached
 from bot.store.jobs import Job
 from cogs.messages import PREVIEW_NOTE, clip_text, status_embed
+from cogs.moderation import job_card, job_card_view
 from cogs.views import ConfirmView
 
 if TYPE_CHECKING:
@@ -42,6 +45,10 @@ PERMISSION_NAMES = {
     "send_messages": "Send Messages",
     "attach_files": "Attach Files",
 }
+
+
+def member_roles(user: discord.abc.User) -> list[str]:
+    return [str(role.id) for role in getattr(user, "roles", []) if not role.is_default()]
 
 
 class Refusal(Exception):
@@ -144,7 +151,7 @@ class Generate(commands.Cog):
             await interaction.response.send_message(str(refusal), ephemeral=True)
             self.acknowledged(interaction, "message")
             return
-        guild = await self.bot.app.guilds.get(str(interaction.guild_id) if interaction.guild_id else None)
+        guild = await self.bot.app.guild_config.get(str(interaction.guild_id) if interaction.guild_id else None)
         if cost > guild.confirm_threshold_micros:
             await self.confirmed_run(interaction, raw, images, video, cost, estimate)
             return
@@ -210,7 +217,15 @@ class Generate(commands.Cog):
             plural = "s" if len(missing) > 1 else ""
             raise Refusal(f"I can't post the clip here: I need the **{', '.join(missing)}** permission{plural}"
                           " in this channel. Ask a server admin to grant it.")  # fmt: skip
-        guild = await self.bot.app.guilds.get(str(interaction.guild_id) if interaction.guild_id else None)
+        guild = await self.bot.app.guild_config.get(str(interaction.guild_id) if interaction.guild_id else None)
+        channel = interaction.channel
+        parent = getattr(channel, "parent_id", None)
+        if not (guild.channel_allowed(str(interaction.channel_id)) or (parent and guild.channel_allowed(str(parent)))):
+            raise Refusal("`/generate` doesn't work in this channel on this server; try one of: "
+                          + ", ".join(f"<#{c}>" for c in guild.generate_channels))  # fmt: skip
+        blocked = guild.blocked_terms(" ".join([prompt, multi_prompt or ""]))
+        if blocked:
+            raise Refusal(f"Your prompt contains words this server doesn't allow: {', '.join(blocked)}.")
         shots = None
         if multi_prompt:
             try:
@@ -240,9 +255,10 @@ class Generate(commands.Cog):
         if refused:
             raise Refusal("I can't make that clip:\n" + "\n".join(f"- {v}" for v in refused))
         quote = provider.quote(dry)
-        account = await self.bot.app.ledger.account_for_user(str(interaction.guild_id or ""), str(interaction.user.id))
-        balance = await self.bot.app.ledger.balance(account)
-        if not balance.unlimited and quote.micros > balance.available:
+        balance = await self.bot.app.funding.member_balance(str(interaction.guild_id or ""), str(interaction.user.id),
+                                                            member_roles(interaction.user))  # fmt: skip
+        pool_may_help = guild.pool_draws_allowed
+        if not balance.unlimited and quote.micros > balance.available and not pool_may_help:
             reserved = f" ({fmt_usd(balance.reserved)} is held for your jobs in progress)" if balance.reserved else ""
             refill = (f" Your {balance.period} allowance comes back <t:{int(balance.next_refill.timestamp())}:R>."
                       if balance.allowance and balance.next_refill else "")  # fmt: skip
@@ -289,22 +305,48 @@ class Generate(commands.Cog):
 
     async def accept(self, interaction: discord.Interaction, request: GenerationRequest) -> Job:
         channel = interaction.channel
+        guild_id = str(interaction.guild_id) if interaction.guild_id else None
+        guild = await self.bot.app.guild_config.get(guild_id)
+        roles = member_roles(interaction.user)
+        age_restricted = bool(getattr(channel, "is_nsfw", lambda: False)())
         target = {
             "kind": "discord",
             "channel_id": str(interaction.channel_id),
             "size_limit": interaction.filesize_limit,
-            "nsfw_ok": bool(getattr(channel, "is_nsfw", lambda: False)()),
+            # where a clip the provider flags as NSFW may be shown, by the server's policy
+            "nsfw_ok": {"allow": True, "block": False}.get(guild.nsfw_policy, age_restricted),
         }
+        cost = self.bot.app.provider().quote(request).micros
+        approval = guild.approval_reason(cost, roles) if guild_id else None
+        if approval and not guild.log_channel_id:
+            raise Refusal(f"This clip needs a moderator's approval ({approval}), but this server has no moderators' "
+                          "channel set (`/reelbot settings set log_channel`). Nothing was charged.")  # fmt: skip
         try:
-            return await self.bot.engine.accept(
+            job = await self.bot.engine.accept(
                 request, provider=self.bot.app.settings.provider, user_id=str(interaction.user.id),
-                guild_id=str(interaction.guild_id) if interaction.guild_id else None,
-                channel_id=str(interaction.channel_id), delivery=target,
+                guild_id=guild_id, channel_id=str(interaction.channel_id), delivery=target, role_ids=roles,
+                state=JobState.AWAITING_APPROVAL if approval else JobState.QUEUED,
             )  # fmt: skip
         except InsufficientQuota as exc:
             raise Refusal(f"Not enough quota: {exc}. Nothing was charged.") from None
+        except SpendCapReached as exc:
+            raise Refusal(f"Sorry: {exc}.") from None
         except InvalidRequest as exc:
             raise Refusal("I can't make that clip:\n" + "\n".join(f"- {v}" for v in exc.violations)) from None
+        if approval:
+            await self.post_approval_card(job, approval, guild.log_channel_id)
+        return job
+
+    async def post_approval_card(self, job: Job, reason: str, channel_id: str | int | None) -> None:
+        """The card moderators decide on: prompt, thumbnails of the references, cost, Approve/Deny."""
+        files = [discord.File(ref.path, filename=f"ref{n}.{ref.format.replace('jpeg', 'jpg')}")
+                 for n, ref in enumerate(job.request.images[:4], start=1)]  # fmt: skip
+        await self.bot.get_partial_messageable(int(channel_id)).send(  # type: ignore[arg-type]
+            embed=job_card(job, reason),
+            view=job_card_view(job.id),
+            files=files,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
 
     async def place(self, interaction: discord.Interaction, job: Job, *, respond: bool = True) -> None:
         """Turn the command's response into the status message (or, when the response was the private
@@ -357,9 +399,10 @@ class Generate(commands.Cog):
             job = await self.bot.engine.accept(
                 request, provider=source.provider, user_id=str(interaction.user.id), guild_id=source.guild_id,
                 channel_id=source.channel_id, delivery={**source.delivery, "status": None},
+                role_ids=member_roles(interaction.user),
             )  # fmt: skip
-        except InsufficientQuota as exc:
-            await interaction.followup.send(f"Not enough quota: {exc}. Nothing was charged.", ephemeral=True)
+        except (InsufficientQuota, SpendCapReached) as exc:
+            await interaction.followup.send(f"Not possible: {exc}. Nothing was charged.", ephemeral=True)
             return
         except InvalidRequest as exc:
             await interaction.followup.send("\n".join(f"- {v}" for v in exc.violations), ephemeral=True)

@@ -59,6 +59,10 @@ class ApprovalNotAllowed(ApprovalError):
     pass
 
 
+class InvalidDecision(ApprovalError, ValueError):
+    pass
+
+
 class NotAwaitingApproval(ApprovalError):
     """The job was already decided, cancelled or finished; `job` is its current record."""
 
@@ -147,10 +151,10 @@ async def _release(engine: Engine, job: Job, *, actor: str, message: str, kind: 
 
 async def deny_job(engine: Engine, job_id: str, *, moderator_id: str, reason: str) -> Job:
     """awaiting_approval -> cancelled, its money released, the member told `reason`. Raises UnknownJob,
-    NotAwaitingApproval, or ValueError without a reason."""
+    NotAwaitingApproval, or InvalidDecision (a ValueError) without a reason."""
     text = " ".join((reason or "").split())[:MAX_REASON_CHARS]
     if not text:
-        raise ValueError("say why the job is denied (the member is told)")
+        raise InvalidDecision("say why the job is denied (the member is told)")
     job = await engine.jobs.get(job_id)
     if job is None:
         raise UnknownJob(f"there is no job {job_id}")

@@ -53,7 +53,7 @@ def parse_iso(text: str) -> datetime:
 def age_s(job: Job) -> float:
     """How long the job has been on its way: from its approval when it waited for one (the wait for a
     moderator does not eat into the job deadline), else from its creation."""
-    return (datetime.now(UTC) - parse_iso(job.created_at)).total_seconds()
+    return (datetime.now(UTC) - parse_iso(job.approved_at or job.created_at)).total_seconds()
 
 
 class JobRunner:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from bot.observe.health import Check, run_checks
 from bot.observe.metrics import Metrics
+from bot.settings import SettingsError
 from bot.store.jobs import JobRepository
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,12 @@ async def start_ops_server(settings: Any, metrics: Metrics, jobs: JobRepository,
     if settings.http_port is None:
         return None
     server = OpsServer(metrics=metrics, jobs=jobs, checks=checks)
-    await server.start(settings.http_host, settings.http_port)
+    try:
+        await server.start(settings.http_host, settings.http_port)
+    except OSError as exc:  # the port is taken, or the host is not ours: say which setting to change
+        await server.stop()
+        raise SettingsError(f"REELBOT_HTTP_PORT={settings.http_port}: cannot listen on "
+                            f"{settings.http_host}:{settings.http_port} ({exc.strerror or exc})") from None  # fmt: skip
     return server
 
 

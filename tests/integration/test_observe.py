@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,10 +20,10 @@ from bot.engine.states import JobState
 from bot.ledger import InsufficientQuota
 from bot.money import usd
 from bot.observe.health import Check, database_check, engine_check, gateway_check, run_checks
-from bot.observe.server import OpsServer, serving
+from bot.observe.server import OpsServer, serving, start_ops_server
 from bot.request import GenerationRequest
 from bot.services import App, open_app
-from bot.settings import load_settings
+from bot.settings import SettingsError, load_settings
 from tests.fakes.delivery import RecordingDelivery
 from tests.fakes.providers.harness import Status
 from tests.fakes.providers.wavespeed import FakeWaveSpeed
@@ -269,3 +270,28 @@ async def test_engine_log_lines_carry_the_job(tmp_path: Path, fake_ws: FakeWaveS
     ]  # fmt: skip
     for line in provider_lines + moves:
         assert (line["job_id"], line["guild_id"], line["provider"]) == (job.id, GUILD, "wavespeed"), line
+
+
+async def test_the_endpoint_is_off_by_default_and_a_taken_port_names_the_setting(
+    tmp_path: Path, fake_ws: FakeWaveSpeed
+) -> None:
+    async with opened(tmp_path, fake_ws) as (app, _, _):
+        off = app.settings.model_copy(update={"http_port": None})
+        assert await start_ops_server(off, app.metrics, app.jobs, []) is None
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            busy = app.settings.model_copy(update={"http_port": port})
+            with pytest.raises(SettingsError, match=f"^REELBOT_HTTP_PORT={port}: cannot listen on 127.0.0.1:{port}"):
+                await start_ops_server(busy, app.metrics, app.jobs, [])
+
+
+def test_settings_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("REELBOT_HTTP_PORT", "REELBOT_HTTP_HOST", "REELBOT_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert (settings.http_port, settings.http_host, settings.log_format) == (None, "0.0.0.0", "text")
+    with pytest.raises(SettingsError, match="REELBOT_LOG_FORMAT"):
+        load_settings(REELBOT_LOG_FORMAT="xml")

@@ -253,13 +253,23 @@ class FakeDiscord:
         return await self._send_interaction(APPLICATION_COMMAND, who, data, name=name, locale=locale)
 
     async def click(
-        self, user: User, message: Message | int, custom_id: str, *, values: list[str] | None = None
+        self,
+        user: User,
+        message: Message | int,
+        custom_id: str,
+        *,
+        values: list[str] | None = None,
+        unchecked: bool = False,
     ) -> Interaction:
-        """Press a button (or choose in a select) on a message: INTERACTION_CREATE type 3."""
+        """Press a button (or choose in a select) on a message: INTERACTION_CREATE type 3.
+        `unchecked=True` sends a custom id the message does not carry, as a modified client could: bots must
+        treat custom ids as untrusted input."""
         target = message if isinstance(message, Message) else self.message(message)
         if target.deleted:
             raise NotInvocable(f"message {target.id} was deleted")
         component = next((c for c in walk_components(target.components) if c.get("custom_id") == custom_id), None)
+        if component is None and unchecked:
+            component = {"type": 2, "custom_id": custom_id}
         if component is None:
             raise NotInvocable(f"message {target.id} has no component {custom_id!r} (has {target.custom_ids()})")
         if component.get("disabled"):

@@ -271,7 +271,7 @@ async def test_confirm_before_an_expensive_job(world: World, wavespeed: FakeWave
 
 async def test_quota_and_jobs_commands(world: World) -> None:
     async with world.bot():
-        ix = await world.fake.slash(world.alice, world.channel, "quota", {})
+        ix = await world.fake.slash(world.alice, world.channel, "quota show", {})
         response = await ix.response()
         assert response.ephemeral and response.embeds[0]["title"] == "Your quota"
         ix = await world.fake.slash(world.alice, world.channel, "jobs", {})
