@@ -4,7 +4,6 @@ request or job id, so cards keep working after a restart; every decision is made
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -13,6 +12,7 @@ from bot.engine.approvals import ApprovalError, approve_job, deny_job
 from bot.money import fmt_usd, usd
 from bot.requests import QuotaRequests, RequestError
 from bot.store.requests import QuotaRequest
+from cogs.views import JOB_ID, IdButton
 
 if TYPE_CHECKING:
     from bot.app import ReelBot
@@ -20,8 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID = r"(?P<request_id>[0-9]{1,12})"
-JOB_ID = r"(?P<job_id>[a-z2-9]{10})"
+REQUEST_ID = r"(?P<key>[0-9]{1,12})"
 
 
 def _bot(interaction: discord.Interaction) -> ReelBot:
@@ -64,7 +63,7 @@ def request_card(request: QuotaRequest) -> tuple[discord.Embed, discord.ui.View 
         embed.colour = discord.Colour.green() if request.state == "approved" else discord.Colour.dark_grey()
         return embed, None
     view = discord.ui.View(timeout=None)
-    for item in (ApproveRequest(request.id), ApprovePartly(request.id), DenyRequest(request.id)):
+    for item in (ApproveRequest(str(request.id)), ApprovePartly(str(request.id)), DenyRequest(str(request.id))):
         view.add_item(item)
     return embed, view
 
@@ -112,25 +111,14 @@ async def decide_request(
     await tell_member(bot, request.user_id, None, text)
 
 
-class _RequestButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"rb:req:x:(?P<request_id>[0-9]+)"):
-    action = "x"
-    label = ""
-    style = discord.ButtonStyle.secondary
-
-    def __init__(self, request_id: int) -> None:
-        super().__init__(discord.ui.Button(label=self.label, style=self.style,
-                                           custom_id=f"rb:req:{self.action}:{request_id}"))  # fmt: skip
-        self.request_id = request_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> _RequestButton:
-        return cls(int(match["request_id"]))
+class _RequestButton(IdButton, template=r"rb:req:x:(?P<key>[0-9]+)"):
+    @property
+    def request_id(self) -> int:
+        return int(self.key)
 
 
 class ApproveRequest(_RequestButton, template=rf"rb:req:approve:{REQUEST_ID}"):
-    action, label, style = "approve", "Approve", discord.ButtonStyle.success
+    prefix, label, style = "rb:req:approve", "Approve", discord.ButtonStyle.success
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if not await refuse_unless_moderator(interaction):
@@ -156,7 +144,7 @@ class PartialModal(discord.ui.Modal, title="Approve part of the request"):
 
 
 class ApprovePartly(_RequestButton, template=rf"rb:req:partial:{REQUEST_ID}"):
-    action, label, style = "partial", "Approve partly", discord.ButtonStyle.primary
+    prefix, label, style = "rb:req:partial", "Approve partly", discord.ButtonStyle.primary
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if not await refuse_unless_moderator(interaction):
@@ -177,7 +165,7 @@ class DenyModal(discord.ui.Modal, title="Deny"):
 
 
 class DenyRequest(_RequestButton, template=rf"rb:req:deny:{REQUEST_ID}"):
-    action, label, style = "deny", "Deny", discord.ButtonStyle.danger
+    prefix, label, style = "rb:req:deny", "Deny", discord.ButtonStyle.danger
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await refuse_unless_moderator(interaction):
@@ -211,17 +199,8 @@ def job_card_view(job_id: str) -> discord.ui.View:
     return view
 
 
-class ApproveJob(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:job:approve:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Approve", style=discord.ButtonStyle.success,
-                                           custom_id=f"rb:job:approve:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> ApproveJob:
-        return cls(match["job_id"])
+class ApproveJob(IdButton, template=rf"rb:job:approve:{JOB_ID}"):
+    prefix, label, style = "rb:job:approve", "Approve", discord.ButtonStyle.success
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await refuse_unless_moderator(interaction):
@@ -235,17 +214,8 @@ class ApproveJob(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:
         await _bot(interaction).status_editor.update(job)
 
 
-class DenyJob(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:job:deny:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Deny", style=discord.ButtonStyle.danger,
-                                           custom_id=f"rb:job:deny:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> DenyJob:
-        return cls(match["job_id"])
+class DenyJob(IdButton, template=rf"rb:job:deny:{JOB_ID}"):
+    prefix, label, style = "rb:job:deny", "Deny", discord.ButtonStyle.danger
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await refuse_unless_moderator(interaction):

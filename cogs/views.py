@@ -15,12 +15,11 @@ from bot.request import GenerationRequest, InvalidRequest
 
 if TYPE_CHECKING:
     from bot.app import ReelBot
-
     from bot.store.jobs import Job
 
 log = logging.getLogger(__name__)
 
-JOB_ID = r"(?P<job_id>[a-z2-9]{10})"
+JOB_ID = r"(?P<key>[a-z2-9]{10})"
 
 
 def _bot(interaction: discord.Interaction) -> ReelBot:
@@ -39,17 +38,33 @@ def is_moderator(interaction: discord.Interaction) -> bool:
     return bool(permissions and (permissions.manage_guild or permissions.manage_messages))
 
 
-class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:cancel:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Cancel", style=discord.ButtonStyle.danger,
-                                           custom_id=f"rb:cancel:{job_id}"))  # fmt: skip
-        self.job_id = job_id
+class IdButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"rb:base:(?P<key>[a-z0-9]+)"):
+    """A button that survives restarts: its custom id is `<prefix>:<key>` (a job or request id), and its
+    callback reads everything else from the database. Subclasses set the prefix, the look and a template."""
+
+    prefix = "rb:base"
+    label = ""
+    style = discord.ButtonStyle.secondary
+    emoji: str | None = None
+
+    def __init__(self, key: str) -> None:
+        super().__init__(discord.ui.Button(label=self.label, style=self.style, emoji=self.emoji,
+                                           custom_id=f"{self.prefix}:{key}"))  # fmt: skip
+        self.key = key
+
+    @property
+    def job_id(self) -> str:
+        return self.key
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> CancelButton:
-        return cls(match["job_id"])
+    ) -> IdButton:
+        return cls(match["key"])
+
+
+class CancelButton(IdButton, template=rf"rb:cancel:{JOB_ID}"):
+    prefix, label, style = "rb:cancel", "Cancel", discord.ButtonStyle.danger
 
     async def callback(self, interaction: discord.Interaction) -> None:
         if await _job(interaction, self.job_id) is None:
@@ -65,17 +80,9 @@ class CancelButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"r
         await interaction.response.send_message(f"{said} {job.error_message or ''}".strip(), ephemeral=True)
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:reroll:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Re-roll", emoji="🎲", style=discord.ButtonStyle.primary,
-                                           custom_id=f"rb:reroll:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> RerollButton:
-        return cls(match["job_id"])
+class RerollButton(IdButton, template=rf"rb:reroll:{JOB_ID}"):
+    prefix, label, style = "rb:reroll", "Re-roll", discord.ButtonStyle.primary
+    emoji = "🎲"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await _job(interaction, self.job_id)
@@ -109,17 +116,9 @@ class EditPromptModal(discord.ui.Modal, title="Edit the prompt"):
         await _bot(interaction).generate.start_follow_up(interaction, self.job, request)
 
 
-class EditPromptButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:edit:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Edit prompt", emoji="✏️", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"rb:edit:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> EditPromptButton:
-        return cls(match["job_id"])
+class EditPromptButton(IdButton, template=rf"rb:edit:{JOB_ID}"):
+    prefix, label, style = "rb:edit", "Edit prompt", discord.ButtonStyle.secondary
+    emoji = "✏️"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await _job(interaction, self.job_id)
@@ -127,17 +126,9 @@ class EditPromptButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
             await interaction.response.send_modal(EditPromptModal(job))
 
 
-class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:delete:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger,
-                                           custom_id=f"rb:delete:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> DeleteButton:
-        return cls(match["job_id"])
+class DeleteButton(IdButton, template=rf"rb:delete:{JOB_ID}"):
+    prefix, label, style = "rb:delete", "Delete", discord.ButtonStyle.danger
+    emoji = "🗑️"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await _job(interaction, self.job_id)
@@ -152,17 +143,9 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"r
         await interaction.followup.send("Deleted.", ephemeral=True)
 
 
-class InfoButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"rb:info:{JOB_ID}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Info", emoji="ℹ️", style=discord.ButtonStyle.secondary,
-                                           custom_id=f"rb:info:{job_id}"))  # fmt: skip
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button[Any], match: re.Match[str]
-    ) -> InfoButton:
-        return cls(match["job_id"])
+class InfoButton(IdButton, template=rf"rb:info:{JOB_ID}"):
+    prefix, label, style = "rb:info", "Info", discord.ButtonStyle.secondary
+    emoji = "ℹ️"
 
     async def callback(self, interaction: discord.Interaction) -> None:
         job = await _job(interaction, self.job_id)
