@@ -80,7 +80,7 @@ def cli_actor() -> str:
 @asynccontextmanager
 async def _open_ledger(settings: Settings) -> AsyncIterator[Ledger]:
     async with open_app(settings) as app:
-        yield Ledger.from_settings(app.db, app.settings)
+        yield app.ledger
 
 
 def balance_summary(balance: Balance, guild_id: str, user_id: str) -> dict[str, Any]:
