@@ -158,6 +158,7 @@ class Generate(commands.Cog):
         await interaction.response.defer(thinking=True)
         self.acknowledged(interaction, "defer")
         try:
+            await self.check_quota(interaction, cost)
             request = await self.receive(raw, images, video)
             job = await self.accept(interaction, request)
         except Refusal as refusal:
@@ -255,17 +256,22 @@ class Generate(commands.Cog):
         if refused:
             raise Refusal("I can't make that clip:\n" + "\n".join(f"- {v}" for v in refused))
         quote = provider.quote(dry)
+        return raw, quote.micros, quote.estimate
+
+    async def check_quota(self, interaction: discord.Interaction, cost: int) -> None:
+        """After deferring (it takes the ledger's lock, which would slow every answer under load): refuse at
+        once, with the numbers, a member who cannot afford the clip. Acceptance re-checks under the lock."""
+        guild = await self.bot.app.guild_config.get(str(interaction.guild_id) if interaction.guild_id else None)
         balance = await self.bot.app.funding.member_balance(str(interaction.guild_id or ""), str(interaction.user.id),
                                                             member_roles(interaction.user))  # fmt: skip
-        pool_may_help = guild.pool_draws_allowed
-        if not balance.unlimited and quote.micros > balance.available and not pool_may_help:
-            reserved = f" ({fmt_usd(balance.reserved)} is held for your jobs in progress)" if balance.reserved else ""
-            refill = (f" Your {balance.period} allowance comes back <t:{int(balance.next_refill.timestamp())}:R>."
-                      if balance.allowance and balance.next_refill else "")  # fmt: skip
-            have = fmt_usd(max(balance.available, 0))
-            raise Refusal(f"Not enough quota: this clip costs {fmt_usd(quote.micros)} and you have {have}"
-                          f" available{reserved}.{refill} Nothing was charged.")  # fmt: skip
-        return raw, quote.micros, quote.estimate
+        if balance.unlimited or cost <= balance.available or guild.pool_draws_allowed:
+            return
+        reserved = f" ({fmt_usd(balance.reserved)} is held for your jobs in progress)" if balance.reserved else ""
+        refill = (f" Your {balance.period} allowance comes back <t:{int(balance.next_refill.timestamp())}:R>."
+                  if balance.allowance and balance.next_refill else "")  # fmt: skip
+        have = fmt_usd(max(balance.available, 0))
+        raise Refusal(f"Not enough quota: this clip costs {fmt_usd(cost)} and you have {have}"
+                      f" available{reserved}.{refill} Nothing was charged.")  # fmt: skip
 
     @staticmethod
     def _dry_request(

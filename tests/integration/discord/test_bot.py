@@ -146,18 +146,22 @@ async def test_over_limit_requests_are_refused_at_once(world: World) -> None:
 
 
 async def test_exhausted_quota_is_refused_with_the_numbers(world: World, wavespeed: FakeWaveSpeed) -> None:
+    # The quota check needs the ledger's lock, so it comes right after the deferral (fast answers under load);
+    # the refusal is still private and names the numbers, and the public "thinking…" reply is taken back.
+    fake = world.fake
     async with world.bot() as (_, app, _run):
-        ix = await world.fake.slash(
-            world.alice,
-            world.channel,
-            "generate",
-            {"prompt": "Figure 1", "duration": 3},
+        ix = await fake.slash(
+            world.alice, world.channel, "generate", {"prompt": "Figure 1", "duration": 3},
             attachments={"image1": image("coffee.png")},
-        )
-        response = await ix.response()
-        assert response.ephemeral
-        assert "this clip costs $0.252 and you have $0.00 available" in response.content
-        assert "Nothing was charged" in response.content
+        )  # fmt: skip
+        assert (await ix.response()).type == 5
+        told = await fake.wait_for(
+            lambda: [m for m in fake.messages(world.channel) if m.ephemeral and "Not enough quota" in m.content],
+            timeout=10,
+        )  # fmt: skip
+        assert "this clip costs $0.252 and you have $0.00 available" in told[0].content
+        assert "Nothing was charged" in told[0].content
+        assert [m for m in fake.messages(world.channel) if not m.ephemeral and not m.deleted] == []
         assert await app.jobs.list_recent() == [] and wavespeed.count("submit") == 0
 
 
