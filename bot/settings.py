@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(500 * 1024 * 1024, gt=0, validation_alias="REELBOT_MAX_OUTPUT_BYTES")
     # Public base URL providers call back to (e.g. https://bot.example.com); unset: polling only
     webhook_url: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_URL")
+    # With callbacks registered, polling is only a backstop against a lost callback: this often
+    webhook_backstop_s: float = Field(120.0, gt=0, validation_alias="REELBOT_WEBHOOK_BACKSTOP_S")
     # Where the receiver listens (host:port); default: all interfaces on the public URL's port
     webhook_listen: str | None = Field(None, validation_alias="REELBOT_WEBHOOK_LISTEN")
 

@@ -110,3 +110,29 @@ async def test_forged_and_misdirected_callbacks_change_nothing(setup) -> None:
     await asyncio.sleep(0.3)
     assert fake.count("poll") == 0  # nothing woke the follower
     assert (await app.jobs.require(job.id)).state is JobState.SUBMITTED
+
+
+async def test_without_a_callback_the_backstop_poll_still_finishes_the_job(tmp_path: Path) -> None:
+    fake = FakeWaveSpeed()
+    await fake.start()
+    fake.script = [Step("succeeded")]
+    port = free_port()
+    settings = load_settings(
+        REELBOT_DB=str(tmp_path / "r.db"), REELBOT_DATA_DIR=str(tmp_path / "data"),
+        REELBOT_POLL_FIRST_S="30", REELBOT_POLL_MAX_S="30", REELBOT_WEBHOOK_BACKSTOP_S="0.3",
+        REELBOT_WEBHOOK_URL=f"http://127.0.0.1:{port}", REELBOT_WEBHOOK_LISTEN=f"127.0.0.1:{port}",
+        **fake.settings_env(),
+    )  # fmt: skip
+    try:
+        async with open_app(settings) as app:
+            engine = app.engine(lambda job: RecordingDelivery(tmp_path / "out"), tick_s=0.05)
+            image = await app.media.ingest(FIXTURES / "coffee.png")
+            job = await engine.accept(GenerationRequest.create(prompt="Figure 1", images=[image], duration=3),
+                                      provider="wavespeed", user_id="local")  # fmt: skip
+            async with asyncio.timeout(15):
+                await engine.run_until_idle()
+            assert (await app.jobs.require(job.id)).state is JobState.DONE
+            assert fake.last("submit").query.get("webhook")  # a callback was registered, none came
+            assert fake.count("poll") == 1  # the backstop's one poll, 0.3 s in — not the 30 s schedule
+    finally:
+        await fake.stop()
