@@ -51,7 +51,7 @@ async def main(payload: dict[str, Any]) -> dict[str, Any]:
                                                        stdout=asyncio.subprocess.DEVNULL, stderr=log)  # fmt: skip
         try:
             async with asyncio.timeout(60):
-                while not fake.gateway.identifies:  # noqa: ASYNC110 - watching another process
+                while not fake.gateway.identifies:
                     if bot.returncode is not None:
                         raise RuntimeError(f"the bot exited ({bot.returncode}); see {scratch / 'bot.log'}")
                     await asyncio.sleep(0.05)

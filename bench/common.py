@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -160,7 +161,7 @@ def run_child(module: str, payload: dict[str, Any], *, logs: Path, timeout: floa
     """Run `python -m module '<json payload>'` in a fresh process (cwd: a scratch folder, so no `.env` is read);
     its last stdout line is its JSON answer. Its stderr goes to a log file, shown when it fails."""
     logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{module.rsplit('.', 1)[-1]}-{int(time.time() * 1000)}.log"
+    log = logs / f"{module.rsplit('.', 1)[-1]}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
     with tempfile.TemporaryDirectory(prefix="reelbot-bench-") as scratch, log.open("wb") as err:
         payload = {**payload, "scratch": scratch}
         done = subprocess.run(child_command(module, payload), cwd=scratch, env=env or clean_env(),
@@ -193,7 +194,8 @@ class Server:
 
     def __enter__(self) -> Server:
         self.logs.mkdir(parents=True, exist_ok=True)
-        self._log = (self.logs / f"fake-{self.payload.get('provider')}-{int(time.time() * 1000)}.log").open("wb")
+        name = f"fake-{self.payload.get('provider')}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}.log"
+        self._log = (self.logs / name).open("wb")
         self._process = subprocess.Popen(child_command("bench.fakes", self.payload), cwd=ROOT, env=clean_env(),
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log)  # fmt: skip
         assert self._process.stdout is not None
