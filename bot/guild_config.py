@@ -9,6 +9,7 @@ document, the settings change log and one `settings_change` admin action per cha
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 import aiosqlite
@@ -18,6 +19,8 @@ from bot.ledger import Ledger
 from bot.store.audit import ActionKind, record_action
 from bot.store.db import transaction
 from bot.store.guilds import GuildSettingsRepository
+
+CACHE_S = 5.0  # how stale `cached()` may be: a settings change made by another process shows within this
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,28 @@ class GuildConfig:
         self.db = db
         self.ledger = ledger
         self.repo = repo or GuildSettingsRepository(db)
+        self._cache: dict[str, tuple[float, GuildSettings]] = {}
 
     async def get(self, guild_id: str | None, *, conn: aiosqlite.Connection | None = None) -> GuildSettings:
         """The server's settings, its allowance as the ledger has it (its own policy, else the bot's default)."""
         settings = await self.repo.get(guild_id, conn=conn)
         policy = await self.ledger.policy(guild_id or "", conn=conn)
         return settings.changed(member_allowance_micros=policy.amount, allowance_period=policy.period.value)
+
+    async def cached(self, guild_id: str | None, *, max_age_s: float = CACHE_S) -> GuildSettings:
+        """The settings as of at most `max_age_s` ago, for checks that must answer Discord at once (no database
+        round trip under load). A change made in this process is seen at once; one made by another process
+        (e.g. `reelbot quota allowance`) within `max_age_s`. Money is never decided on this copy."""
+        key = guild_id or ""
+        hit = self._cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < max_age_s:
+            return hit[1]
+        settings = await self.get(guild_id)
+        self._cache[key] = (time.monotonic(), settings)
+        return settings
+
+    def forget(self, guild_id: str | None) -> None:
+        self._cache.pop(guild_id or "", None)
 
     async def set(
         self, guild_id: str, name: str, text: str, *, actor: str, reason: str | None = None
@@ -79,6 +98,7 @@ class GuildConfig:
         actor: str,
         reason: str | None,
     ) -> list[SettingChange]:
+        self.forget(guild_id)  # this process sees its own change at once
         changed = [name for name in FIELDS if getattr(before, name) != getattr(after, name)]
         if not changed:
             return []
@@ -98,4 +118,5 @@ class GuildConfig:
                         "new": json.dumps(getattr(after, name))},
             )  # fmt: skip
             changes.append(SettingChange(name, label, old, new))
+        self.forget(guild_id)  # and again after the writes, so no read in between is kept
         return changes

@@ -151,7 +151,7 @@ class Generate(commands.Cog):
             await interaction.response.send_message(str(refusal), ephemeral=True)
             self.acknowledged(interaction, "message")
             return
-        guild = await self.bot.app.guild_config.get(str(interaction.guild_id) if interaction.guild_id else None)
+        guild = await self.bot.app.guild_config.cached(str(interaction.guild_id) if interaction.guild_id else None)
         if cost > guild.confirm_threshold_micros:
             await self.confirmed_run(interaction, raw, images, video, cost, estimate)
             return
@@ -218,7 +218,7 @@ class Generate(commands.Cog):
             plural = "s" if len(missing) > 1 else ""
             raise Refusal(f"I can't post the clip here: I need the **{', '.join(missing)}** permission{plural}"
                           " in this channel. Ask a server admin to grant it.")  # fmt: skip
-        guild = await self.bot.app.guild_config.get(str(interaction.guild_id) if interaction.guild_id else None)
+        guild = await self.bot.app.guild_config.cached(str(interaction.guild_id) if interaction.guild_id else None)
         channel = interaction.channel
         parent = getattr(channel, "parent_id", None)
         if not (guild.channel_allowed(str(interaction.channel_id)) or (parent and guild.channel_allowed(str(parent)))):

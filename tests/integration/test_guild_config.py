@@ -116,3 +116,24 @@ async def test_role_changes_mid_period_top_up_or_trim_once(db: aiosqlite.Connect
     assert (await parts.funding.member_balance("g", "m", None)).available == usd("4")  # roles unknown: kept
     assert (await parts.funding.member_balance("g", "m", ["77"])).available == usd("1")
     assert await parts.ledger.verify() == []
+
+
+async def test_cached_settings_see_this_process_at_once_and_others_within_the_limit(tmp_path) -> None:
+    from bot.guild_config import GuildConfig
+    from bot.ledger import Ledger
+    from bot.store.db import connect
+    from bot.store.migrate import migrate
+
+    db = await connect(tmp_path / "c.db")
+    await migrate(db)
+    try:
+        here, elsewhere = GuildConfig(db, Ledger(db)), GuildConfig(db, Ledger(db))  # two processes, in effect
+        assert (await here.cached("g")).default_duration == 5
+        await here.set("g", "duration", "7", actor="mod")
+        assert (await here.cached("g")).default_duration == 7  # our own change: at once
+        await elsewhere.set("g", "duration", "9", actor="mod")
+        assert (await here.cached("g")).default_duration == 7  # another's change: not yet…
+        assert (await here.cached("g", max_age_s=0)).default_duration == 9  # …but once the copy is old enough
+        assert (await here.get("g")).default_duration == 9  # and get() always reads the database
+    finally:
+        await db.close()
