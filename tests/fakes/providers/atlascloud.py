@@ -61,17 +61,12 @@ class FakeAtlasCloud(FakeAPI):
         self.route("POST", "/api/v1/model/uploadMedia", self.upload, kind="upload")
         self.route("GET", "/media/{name}", self.serve_upload, kind="upload-get")
 
-    def _authorised(self, request: web.Request) -> bool:
-        return self.expect(
-            request.headers.get("Authorization") == f"Bearer {self.api_key}", "missing or wrong Bearer token"
-        )
-
     @staticmethod
     def _unauthorised() -> web.Response:
         return web.json_response({"code": 401, "message": "Unauthorized: invalid API key"}, status=401)
 
     async def upload(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         files = await self.form_files(request)
         if not self.expect("file" in files, "upload without a multipart `file` field"):
@@ -145,7 +140,7 @@ class FakeAtlasCloud(FakeAPI):
         return problems
 
     async def submit(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         body = await self.json_body(request)
         shots = body.get("multi_prompt") if isinstance(body, dict) else None
@@ -189,7 +184,7 @@ class FakeAtlasCloud(FakeAPI):
         return self.failed_http_status, failed
 
     async def poll(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         task = self.tasks.get(request.match_info["id"])
         if task is None:

@@ -67,14 +67,9 @@ class FakeEvoLink(FakeAPI):
         self.route("POST", "/api/v1/files/upload/stream", self.upload, kind="upload")
         self.route("GET", "/uploads/{name}", self.serve_upload, kind="upload-get")
 
-    def _authorised(self, request: web.Request) -> bool:
-        return self.expect(
-            request.headers.get("Authorization") == f"Bearer {self.api_key}", "missing or wrong Bearer token"
-        )
-
     # --- file API ----------------------------------------------------------------------------------
     async def upload(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return web.json_response({"success": False, "code": 401, "msg": "Invalid API key"}, status=401)
         files = await self.form_files(request)
         if not self.expect("file" in files, "upload without a multipart `file` field"):
@@ -168,7 +163,7 @@ class FakeEvoLink(FakeAPI):
         return problems
 
     async def submit(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return _error(401, "unauthorized", "Invalid API key", "authentication_error")
         body = await self.json_body(request)
         problems = self.check_body(body)
@@ -210,7 +205,7 @@ class FakeEvoLink(FakeAPI):
         return self._task(task, "failed", error={"code": code, "message": message})
 
     async def poll(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return _error(401, "unauthorized", "Invalid API key", "authentication_error")
         task = self.tasks.get(request.match_info["task_id"])
         if task is None:

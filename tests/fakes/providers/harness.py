@@ -157,6 +157,12 @@ class FakeAPI:
             self.problems.append(problem)
         return condition
 
+    def bearer_ok(self, request: web.Request) -> bool:
+        """The documented `Authorization: Bearer <key>` check most of the providers use."""
+        return self.expect(
+            request.headers.get("Authorization") == f"Bearer {self.api_key}", "missing or wrong Bearer token"
+        )
+
     def new_task(self, task_id: str, body: dict[str, Any]) -> FakeTask:
         task = FakeTask(task_id, body, list(self.script))
         self.tasks[task_id] = task

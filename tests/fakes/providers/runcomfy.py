@@ -73,11 +73,6 @@ class FakeRunComfy(FakeAPI):
         self.route("GET", "/v1/requests/{id}/result", self.result, kind="result")
         self.route("POST", "/v1/requests/{id}/cancel", self.cancel, kind="cancel")
 
-    def _authorised(self, request: web.Request) -> bool:
-        return self.expect(
-            request.headers.get("Authorization") == f"Bearer {self.api_key}", "missing or wrong Bearer token"
-        )
-
     @staticmethod
     def _unauthorised() -> web.Response:
         return error(400, 400004, "UserAccountError: the token is missing, expired or revoked")
@@ -118,7 +113,7 @@ class FakeRunComfy(FakeAPI):
         return {"status_url": f"{root}/status", "result_url": f"{root}/result"}
 
     async def submit(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         if request.match_info["tier"] not in TIERS:
             self.expect(False, f"unknown model path {request.path}")
@@ -140,7 +135,7 @@ class FakeRunComfy(FakeAPI):
         return self.tasks.get(request.match_info["id"])
 
     async def status(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         task = self._task(request)
         if task is None:
@@ -158,7 +153,7 @@ class FakeRunComfy(FakeAPI):
         return web.json_response(body)
 
     async def result(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         task = self._task(request)
         if task is None:
@@ -173,7 +168,7 @@ class FakeRunComfy(FakeAPI):
         return web.json_response({"request_id": task.id, "status": "failed", "error": step.message or "failed"})
 
     async def cancel(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return self._unauthorised()
         task = self._task(request)
         if task is None:

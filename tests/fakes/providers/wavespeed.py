@@ -50,13 +50,8 @@ class FakeWaveSpeed(FakeAPI):
         self.route("GET", "/api/v3/webhook/secret", self.secret, kind="secret")
         self.route("GET", "/uploads/{name}", self.serve_upload, kind="upload-get")
 
-    def _authorised(self, request: web.Request) -> bool:
-        return self.expect(
-            request.headers.get("Authorization") == f"Bearer {self.api_key}", "missing or wrong Bearer token"
-        )
-
     async def upload(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return web.json_response({"code": 401, "message": "Unauthorized"}, status=401)
         files = await self.form_files(request)
         if not self.expect("file" in files, "upload without a multipart `file` field"):
@@ -71,7 +66,7 @@ class FakeWaveSpeed(FakeAPI):
         return web.Response(body=self.uploads[request.match_info["name"]])
 
     async def secret(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return web.json_response({"code": 401, "message": "Unauthorized"}, status=401)
         return web.json_response({"code": 200, "message": "success", "data": {"secret": self.webhook_secret}})
 
@@ -109,7 +104,7 @@ class FakeWaveSpeed(FakeAPI):
         return problems
 
     async def submit(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return web.json_response({"code": 401, "message": "Unauthorized"}, status=401)
         body = await self.json_body(request)
         problems = self._check_body(request.match_info["model"], body)
@@ -147,7 +142,7 @@ class FakeWaveSpeed(FakeAPI):
         return self._prediction(task, "failed", error=step.message or "failed")
 
     async def poll(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
+        if not self.bearer_ok(request):
             return web.json_response({"code": 401, "message": "Unauthorized"}, status=401)
         task = self.tasks.get(request.match_info["id"])
         if task is None:
