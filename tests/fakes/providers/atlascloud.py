@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask, Step
+from tests.fakes.providers.harness import FakeAPI, FakeTask, Step, field_problems
 
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "model": str,
@@ -85,13 +85,7 @@ class FakeAtlasCloud(FakeAPI):
     def _check_body(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
             return ["body is not a JSON object"]
-        problems = []
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems = field_problems(body, FIELDS)
         if body.get("model") not in MODELS:
             problems.append(f"unknown model {body.get('model')!r}")
         if not isinstance(body.get("prompt"), str) or not body["prompt"]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask, Step
+from tests.fakes.providers.harness import FakeAPI, FakeTask, Step, field_problems
 
 MODEL = "kling-o3-reference-to-video"
 # The documented body fields (new schema, plus the names taken from EvoLink's own pages) and their JSON types.
@@ -96,13 +96,7 @@ class FakeEvoLink(FakeAPI):
     def check_body(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
             return ["body is not a JSON object"]
-        problems = []
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems = field_problems(body, FIELDS)
         if body.get("model") != MODEL:
             problems.append(f"model must be {MODEL}")
         has_prompt, has_shots = "prompt" in body, "multi_prompt" in body

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask, Step
+from tests.fakes.providers.harness import FakeAPI, FakeTask, Step, field_problems
 
 APP = "/fal-ai/kling-video"
 TIERS = ("standard", "pro", "4k")
@@ -112,13 +112,7 @@ class FakeFal(FakeAPI):
     def check_body(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
             return ["body is not a JSON object"]
-        problems = []
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems = field_problems(body, FIELDS)
         if ("prompt" in body) == ("multi_prompt" in body):
             problems.append("either prompt or multi_prompt must be provided, but not both")
         if isinstance(body.get("prompt"), str) and not 1 <= len(body["prompt"]) <= 2500:

@@ -121,6 +121,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DEFAULT_SCRIPT = [Step("queued", queue_position=2), Step("running", 0.3), Step("running", 0.7), Step("succeeded")]
 
 
+def field_problems(body: dict[str, Any], fields: dict[str, Any]) -> list[str]:
+    """A JSON body against a provider's documented fields: unknown names, and values of the wrong JSON type
+    (a boolean never passes for a number or a string, though Python's bool is an int)."""
+    problems = []
+    for key, value in body.items():
+        wanted = fields.get(key)
+        if wanted is None:
+            problems.append(f"undocumented field {key!r}")
+        elif not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
+            problems.append(f"{key} has type {type(value).__name__}")
+    return problems
+
+
 class FakeAPI:
     """Base class for a provider's loopback API."""
 

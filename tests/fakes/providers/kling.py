@@ -26,7 +26,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask, Step
+from tests.fakes.providers.harness import FakeAPI, FakeTask, Step, field_problems
 
 # The documented body fields of POST /v1/videos/omni-video and their JSON types.
 FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -132,13 +132,7 @@ class FakeKling(FakeAPI):
     def check_body(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
             return ["body is not a JSON object"]
-        problems: list[str] = []
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is not bool and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems: list[str] = field_problems(body, FIELDS)
         if problems:
             return problems
         if body.get("model_name") not in MODELS:

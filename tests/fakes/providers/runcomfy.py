@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask
+from tests.fakes.providers.harness import FakeAPI, FakeTask, field_problems
 
 FIELDS: dict[str, type | tuple[type, ...]] = {
     "prompt": str,
@@ -80,13 +80,7 @@ class FakeRunComfy(FakeAPI):
     def _check_body(self, body: Any) -> list[str]:
         if not isinstance(body, dict):
             return ["body is not a JSON object"]
-        problems = []
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems = field_problems(body, FIELDS)
         if not isinstance(body.get("prompt"), str) or not body["prompt"]:
             problems.append("prompt is required")
         limit = 4 if "video" in body else 7

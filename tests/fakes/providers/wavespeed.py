@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.providers.harness import FakeAPI, FakeTask, Step
+from tests.fakes.providers.harness import FakeAPI, FakeTask, Step, field_problems
 
 # The documented body fields and their JSON types.
 FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -77,12 +77,7 @@ class FakeWaveSpeed(FakeAPI):
         tier = model.removeprefix("kling-video-o3-")
         if tier not in MODELS:
             problems.append(f"unknown model {model}")
-        for key, value in body.items():
-            wanted = FIELDS.get(key)
-            if wanted is None:
-                problems.append(f"undocumented field {key!r}")
-            elif not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
-                problems.append(f"{key} has type {type(value).__name__}")
+        problems += field_problems(body, FIELDS)
         if not isinstance(body.get("prompt"), str) or not body["prompt"]:
             problems.append("prompt is required")
         limit = 4 if "video" in body else 7
