@@ -18,6 +18,7 @@ from bot.money import usd
 from bot.store.db import connect
 from bot.store.ledger import LedgerRepository
 from bot.store.migrate import migrate
+from tests.integration.processes import release_together
 
 PRICE = usd("0.10")
 COVERED = 50
@@ -118,23 +119,7 @@ def start_workers(path: Path, account: str) -> list[subprocess.Popen[str]]:
 
 def race(workers: list[subprocess.Popen[str]]) -> list[dict]:
     """Wait until every worker is connected, start them together, collect their reports."""
-    try:
-        for worker in workers:
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        reports = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err
-            reports.append(json.loads(out))
-        return reports
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    return [json.loads(out) for out in release_together(workers)]
 
 
 def test_four_processes_racing_on_one_file(tmp_path: Path) -> None:

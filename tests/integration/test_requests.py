@@ -29,6 +29,7 @@ from bot.store.audit import audit_page
 from bot.store.db import connect
 from bot.store.guilds import GuildSettingsRepository
 from bot.store.migrate import migrate
+from tests.integration.processes import release_together
 
 WORKER = Path(__file__).with_name("requests_worker.py")
 G, MEMBER = "g1", "u1"
@@ -265,20 +266,4 @@ def _race(path: Path, request_id: int) -> list[dict]:
         )
         for n in range(2)
     ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        for worker in workers:
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        reports = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=60)
-            assert worker.returncode == 0, err
-            reports.append(json.loads(out))
-        return reports
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    return [json.loads(out) for out in release_together(workers)]

@@ -24,6 +24,7 @@ from bot.services import App, open_app
 from bot.settings import load_settings
 from bot.spend_cap import SpendCapReached
 from tests.fakes.delivery import RecordingDelivery
+from tests.integration.processes import release_together
 from tests.integration.quota_parts import Clock, build
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
@@ -193,22 +194,7 @@ def test_processes_at_once_never_pass_the_cap(tmp_path: Path) -> None:
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for p in range(processes)
     ]  # fmt: skip
-    try:
-        for worker in workers:
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-        for worker in workers:  # release them together
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        results = []
-        for worker in workers:
-            out, err = worker.communicate(timeout=120)
-            assert worker.returncode == 0, err
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    results = [json.loads(out.strip().splitlines()[-1]) for out in release_together(workers, timeout=120)]
     assert sum(r["accepted"] for r in results) == 10
     assert sum(r["capped"] for r in results) == processes * attempts - 10
     assert sum(r["told"] for r in results) == 1
